@@ -1,0 +1,3 @@
+from homellm.cli.app import main
+
+main()

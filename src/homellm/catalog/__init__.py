@@ -1,0 +1,138 @@
+"""The shipped catalog: models, GPUs, ggml types, quantization mixes, builds, benchmarks.
+
+The data lives in TOML files beside this module (``data/``), one record per
+table, each with its ``source``. :func:`load_catalog` validates all of it once
+per process; lookups raise :class:`~homellm.errors.NotFoundError` with the
+nearest valid names.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from homellm.catalog.schema import (
+    BenchmarkScore,
+    Build,
+    GgmlType,
+    GpuSpec,
+    GuideClaim,
+    ModelSpec,
+    QuantMix,
+    SpeedMeasurement,
+    Tier,
+)
+from homellm.errors import CatalogError, NotFoundError
+
+__all__ = ["Catalog", "load_catalog", "normalize"]
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def normalize(name: str) -> str:
+    """Loose form of a name for lookups: case, spaces, dashes and the vendor prefix don't matter."""
+    name = name.lower().replace("geforce", "").replace("nvidia", "").replace("radeon", "")
+    return re.sub(r"[\s_\-]+", "", name)
+
+
+class Catalog:
+    def __init__(self, data: dict[str, list[dict[str, Any]]]) -> None:
+        self.models = _parse(ModelSpec, data, "models")
+        self.gpus = _parse(GpuSpec, data, "gpus")
+        self.ggml_types = _parse(GgmlType, data, "ggml_types")
+        self.mixes = _parse(QuantMix, data, "mixes")
+        self.measurements = _parse(SpeedMeasurement, data, "measurements")
+        self.builds = _parse(Build, data, "builds")
+        self.tiers = _parse(Tier, data, "tiers")
+        self.claims = _parse(GuideClaim, data, "claims")
+        self.cloud_scores = {
+            row["model"]: [BenchmarkScore(**s) for s in row["scores"]] for row in data.get("cloud", [])
+        }
+        self._types = {t.name: t for t in self.ggml_types}
+        self._mixes = {normalize(m.name): m for m in self.mixes}
+        for m in self.mixes:
+            for alias in m.aliases:
+                self._mixes[normalize(alias)] = m
+        self._models = {m.id: m for m in self.models}
+        self._gpus: dict[str, GpuSpec] = {}
+        for g in self.gpus:
+            for key in (g.name, *g.aliases):
+                self._gpus[normalize(key)] = g
+        self._check()
+
+    def _check(self) -> None:
+        for m in self.mixes:
+            for t in (m.base, m.output, m.token_embd, m.experts, *(r.type for r in m.rules)):
+                if t and t not in self._types:
+                    raise CatalogError(f"mix {m.name} names unknown ggml type {t}")
+        for model in self.models:
+            for q in model.quants:
+                if normalize(q) not in self._mixes:
+                    raise CatalogError(f"model {model.id} lists unknown quant {q}")
+        for b in self.builds:
+            for g in b.gpus:
+                self.gpu(g)
+        for meas in self.measurements:
+            self.gpu(meas.gpu)
+
+    def ggml_type(self, name: str) -> GgmlType:
+        try:
+            return self._types[name.upper()]
+        except KeyError:
+            raise NotFoundError("ggml type", name, self._types) from None
+
+    def mix(self, name: str) -> QuantMix:
+        try:
+            return self._mixes[normalize(name)]
+        except KeyError:
+            raise NotFoundError("quantization", name, [m.name for m in self.mixes]) from None
+
+    def model(self, model_id: str) -> ModelSpec:
+        key = model_id.strip().lower()
+        if key in self._models:
+            return self._models[key]
+        if ":" not in key:  # like Ollama, a bare family name means its default tag
+            for candidate in self.models:
+                if candidate.id.split(":")[0] == key:
+                    return candidate
+        raise NotFoundError("model", model_id, self._models)
+
+    def gpu(self, name: str) -> GpuSpec:
+        try:
+            return self._gpus[normalize(name)]
+        except KeyError:
+            raise NotFoundError("GPU", name, [g.name for g in self.gpus]) from None
+
+
+def _parse(kind: type[T], data: dict[str, list[dict[str, Any]]], key: str) -> list[T]:
+    rows = data.get(key, [])
+    out: list[T] = []
+    for i, row in enumerate(rows):
+        try:
+            out.append(kind.model_validate(row))
+        except ValidationError as exc:
+            label = row.get("id") or row.get("name") or f"#{i + 1}"
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise CatalogError(f"catalog {key} entry {label}: {where}: {first['msg']}") from exc
+    return out
+
+
+@cache
+def load_catalog() -> Catalog:
+    """Load and validate the shipped catalog (cached per process)."""
+    data: dict[str, list[dict[str, Any]]] = {}
+    for entry in sorted(resources.files("homellm.catalog").joinpath("data").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            try:
+                parsed = tomllib.loads(entry.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise CatalogError(f"catalog file {entry.name} is not valid TOML: {exc}") from exc
+            for key, rows in parsed.items():
+                data.setdefault(key, []).extend(rows)
+    return Catalog(data)

@@ -1,0 +1,70 @@
+"""The one exception tree of homellm.
+
+Every error a user can cause or meet is a :class:`HomeLLMError`. The CLI turns it
+into one line on stderr and a non-zero exit; later the gateway renders it in each
+API's own error shape. Third-party errors are translated where they are raised
+(``raise GGUFError(...) from exc``), never leaked.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "CatalogError",
+    "EngineError",
+    "GGUFError",
+    "HomeLLMError",
+    "NotFoundError",
+    "UsageError",
+]
+
+
+class HomeLLMError(Exception):
+    """Base of every error homellm reports to a user."""
+
+    exit_code = 1
+
+
+class UsageError(HomeLLMError):
+    """The user asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class NotFoundError(UsageError):
+    """A name (model, quant, GPU, ...) is not known; the message suggests the nearest ones."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.suggestions = suggest(name, known)
+        hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"unknown {kind} {name!r}{hint}")
+
+
+class GGUFError(UsageError):
+    """A .gguf file is missing, unreadable or not a GGUF model."""
+
+
+class CatalogError(HomeLLMError):
+    """The shipped catalog data failed validation (a bug in homellm, not in the user's input)."""
+
+
+class EngineError(HomeLLMError):
+    """llama.cpp (the embedded engine) failed."""
+
+
+def suggest(name: str, known: Iterable[str], limit: int = 3) -> list[str]:
+    """The known names closest to ``name``: prefix and substring matches first, then fuzzy ones."""
+    names = list(known)
+    lowered = name.lower()
+    contains = [n for n in names if lowered and (lowered in n.lower() or n.lower() in lowered)]
+    fuzzy = difflib.get_close_matches(lowered, [n.lower() for n in names], n=limit, cutoff=0.5)
+    by_lower = {n.lower(): n for n in names}
+    ordered: list[str] = []
+    for candidate in [*sorted(contains, key=len), *(by_lower[f] for f in fuzzy)]:
+        if candidate not in ordered:
+            ordered.append(candidate)
+    return ordered[:limit]

@@ -1,0 +1,50 @@
+"""What homellm knows about a machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    name: str
+    vendor: str
+    memory_bytes: int
+    free_bytes: int | None = None
+    bandwidth_gbs: float | None = None
+    fp16_tflops: float | None = None
+    unified: bool = False
+    usable_fraction: float = 1.0
+    catalog_name: str | None = None  # the catalog entry it was matched to, if any
+    origin: str = "detected"  # detected | --gpu | --vram
+
+    @property
+    def usable_bytes(self) -> int:
+        return int(self.memory_bytes * self.usable_fraction)
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str = "unknown CPU"
+    cores: int = 1
+    threads: int = 1
+    flags: tuple[str, ...] = ()
+    arch: str = ""
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    gpus: tuple[GpuDevice, ...]
+    cpu: CpuInfo
+    ram_bytes: int
+    ram_available_bytes: int | None
+    disk_free_bytes: int | None
+    models_dir: str
+    os: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def unified_memory(self) -> bool:
+        return any(g.unified for g in self.gpus)
