@@ -102,8 +102,10 @@ def assign_types(tensors: list[TensorSpec], mix: QuantMix, arch: Architecture, c
             continue
         i, n = seen[category], totals[category]
         seen[category] += 1
-        if category == "ffn_down" and arch.is_moe:
-            i = t.layer  # llama-quant parses the layer from the name for MoE models
+        if category == "ffn_down":
+            n = arch.n_layer  # llama-quant sets n_ffn_down to the layer count, not the tensor count
+            if arch.is_moe:
+                i = t.layer  # and parses the layer from the name for MoE models
         name = _choose(t, category, i, n, mix, arch)
         out.append(TypedTensor(t, catalog.ggml_type(_fallback(name, t.shape[0], catalog))))
     return out

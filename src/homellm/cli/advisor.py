@@ -1,0 +1,326 @@
+"""``homellm models | gpus | fit | plan | buy``: the advisor's commands."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from homellm.cli.output import GIB, console, gib, print_json
+
+if TYPE_CHECKING:
+    from homellm.catalog import Catalog
+    from homellm.hardware.types import HardwareProfile
+    from homellm.plan.advisor import Candidate
+    from homellm.plan.fit import FitResult
+    from homellm.plan.memory import ContextParams
+
+USE_CASES = ("chat", "code", "math", "japanese")
+
+JsonOpt = typer.Option(False, "--json", help="Print a stable machine-readable JSON document.")
+GpuOpt = typer.Option(None, "--gpu", help="Plan for this catalog GPU instead of the detected ones (repeatable).")
+VramOpt = typer.Option(None, "--vram", help="GPU memory in GiB (overrides detection).")
+RamOpt = typer.Option(None, "--ram", help="System RAM in GiB (overrides detection).")
+CtxOpt = typer.Option(4096, "--ctx", "-c", help="Context length in tokens.")
+
+
+def _catalog() -> Catalog:
+    from homellm.catalog import load_catalog
+
+    return load_catalog()
+
+
+def _hardware(catalog: Catalog, gpu: list[str] | None, vram: float | None, ram: float | None) -> HardwareProfile:
+    from homellm.hardware.detect import apply_overrides, detect_hardware
+    from homellm.settings import get_settings
+
+    hw = detect_hardware(get_settings().models_path, catalog)
+    return apply_overrides(hw, catalog, gpu, vram, ram)
+
+
+def _params(ctx: int, kv_type: str, flash_attn: bool, parallel: int) -> ContextParams:
+    from homellm.errors import UsageError
+    from homellm.plan.memory import ContextParams
+
+    if ctx < 1 or parallel < 1:
+        raise UsageError("--ctx and --parallel must be positive")
+    return ContextParams(ctx=ctx, kv_type=kv_type.lower(), flash_attn=flash_attn, parallel=parallel)
+
+
+def models(json_out: bool = JsonOpt) -> None:
+    """List the catalog's models: size, quantizations, Japanese ability and published scores."""
+    from rich.table import Table
+
+    catalog = _catalog()
+    if json_out:
+        print_json([m.model_dump(mode="json") for m in catalog.models])
+        return
+    table = Table(title="Models (id = Ollama tag)", title_justify="left")
+    for col in ("id", "params", "active", "context", "quants", "日本語", "uses", "license"):
+        table.add_column(col, justify="right" if col in ("params", "active", "context") else "left")
+    for m in catalog.models:
+        table.add_row(
+            m.id,
+            f"{m.params_total / 1e9:.1f}B",
+            f"{m.params_active / 1e9:.1f}B",
+            f"{m.architecture.n_ctx_train // 1024}K",
+            ", ".join(m.quants),
+            m.japanese,
+            ", ".join(m.uses),
+            m.license,
+        )
+    console.print(table)
+
+
+def gpus(json_out: bool = JsonOpt) -> None:
+    """List the catalog's GPUs: memory, bandwidth, compute, power and price."""
+    from rich.table import Table
+
+    catalog = _catalog()
+    if json_out:
+        print_json([g.model_dump(mode="json") for g in catalog.gpus])
+        return
+    table = Table(title="GPUs", title_justify="left")
+    for col in ("name", "memory", "GB/s", "FP16 TFLOPS", "TDP", "price (JPY)", "price (USD)", "as of"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for g in catalog.gpus:
+        memory = f"{g.vram_gib:g} GB" + (f" unified ({g.usable_fraction:.0%} usable)" if g.unified_memory else "")
+        table.add_row(
+            g.name, memory, f"{g.bandwidth_gbs:g}", f"{g.fp16_tflops:g}", f"{g.tdp_w} W",
+            f"¥{g.price_jpy:,}", f"${g.price_usd:,}", str(g.price_date),
+        )  # fmt: skip
+    console.print(table)
+
+
+def fit(
+    model: str = typer.Argument(..., help="A catalog id (qwen2.5:14b) or a path to a .gguf file."),
+    quant: str | None = typer.Option(None, "--quant", "-q", help="Quantization (catalog models only)."),
+    ctx: int = CtxOpt,
+    kv_type: str = typer.Option("f16", "--kv-type", help="KV cache type: f16, q8_0 or q4_0."),
+    flash_attn: bool = typer.Option(True, "--flash-attn/--no-flash-attn", help="Flash attention (llama-server -fa)."),
+    parallel: int = typer.Option(1, "--parallel", "-np", help="Parallel sequences (llama-server -np)."),
+    gpu: list[str] | None = GpuOpt,
+    vram: float | None = VramOpt,
+    ram: float | None = RamOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Will MODEL fit here? Memory per buffer and device, speed, and the commands to run it."""
+    from homellm.plan.fit import fit_model, resolve_model
+
+    catalog = _catalog()
+    params = _params(ctx, kv_type, flash_attn, parallel)
+    resolved = resolve_model(model, quant, catalog)
+    hw = _hardware(catalog, gpu, vram, ram)
+    result = fit_model(resolved, params, hw, catalog)
+    if json_out:
+        print_json(result.to_json())
+        return
+    _print_fit(result)
+
+
+def _print_fit(r: FitResult) -> None:
+    from rich.table import Table
+
+    from homellm.plan.recipes import llama_server_command, ollama_commands
+
+    verdict = "[bold green]fits[/]" if r.fits else "[bold red]does not fit[/]"
+    console.print(
+        f"[bold]{r.model.label}[/] {r.model.quant}, {r.params.n_ctx:,} tokens of context: {verdict}"
+        f" ({r.gpu_layers}/{r.model.arch.n_layer + 1} layers on GPU)"
+    )
+    buffers = Table(title="Memory (as llama.cpp allocates it)", title_justify="left")
+    buffers.add_column("buffer")
+    buffers.add_column("size", justify="right")
+    buffers.add_column("how it is sized")
+    kv = r.params
+    rows = [
+        ("weights", r.weights_bytes, "tensor table" + (" of the file" if r.model.path else f" under {r.model.quant}")),
+        ("KV cache", r.kv_cache_bytes, f"{kv.kv_type} K+V, {kv.n_ctx:,} cells x {kv.parallel} seq, exact"),
+        ("compute", r.compute_bytes, f"worst-case graph, ubatch {kv.n_ubatch}, flash-attn {'on' if kv.flash_attn else 'off'}"),
+        ("output", r.output_bytes, "logits of one token per sequence"),
+        ("overhead", r.overhead_bytes, "stated: 512 MiB per discrete GPU runtime + 256 MiB host process"),
+        ("total", r.total_bytes, ""),
+    ]  # fmt: skip
+    for name, size, how in rows:
+        buffers.add_row(name, gib(size), how)
+    console.print(buffers)
+    devices = Table(title="Placement", title_justify="left")
+    for col in ("device", "layers", "used", "capacity", ""):
+        devices.add_column(col, justify="right" if col in ("used", "capacity") else "left")
+    for d in r.devices:
+        if d.kind == "gpu" and not d.layers and not d.weights_bytes:
+            continue
+        mark = "[green]ok[/]" if d.fits else "[red]over[/]"
+        layers = f"{len(d.layers)}" + (" + output" if d.kind == "gpu" and d.output_bytes == 0 and d.compute_bytes else "")
+        devices.add_row(d.name, layers, gib(d.used_bytes), gib(d.capacity_bytes), mark)
+    console.print(devices)
+    if r.decode_tokens_per_s:
+        console.print(
+            f"speed (estimate): decode ~{r.decode_tokens_per_s:.1f} tok/s, prefill ~{r.prefill_tokens_per_s or 0:,.0f} tok/s"
+        )
+    for note in r.speed_notes:
+        console.print(f"  [dim]{note}[/]")
+    for note in r.hardware.notes:
+        console.print(f"  [dim]{note}[/]")
+    console.print("\n[bold]Run it with Ollama[/]")
+    for line in ollama_commands(r):
+        console.print(f"  {line}", soft_wrap=True)
+    console.print("[bold]or llama.cpp[/]")
+    console.print(f"  {llama_server_command(r)}", soft_wrap=True)
+
+
+def _hardware_json(hw: HardwareProfile) -> dict[str, Any]:
+    return asdict(hw)
+
+
+def _print_hardware(hw: HardwareProfile) -> None:
+    gpus = ", ".join(
+        f"{g.name} ({gib(g.memory_bytes)}{', unified' if g.unified else ''}{'' if g.origin == 'detected' else ', ' + g.origin})"
+        for g in hw.gpus
+    )
+    console.print(f"[bold]GPU[/]  {gpus or 'none'}")
+    flags = " ".join(hw.cpu.flags)
+    console.print(f"[bold]CPU[/]  {hw.cpu.model}, {hw.cpu.cores} cores / {hw.cpu.threads} threads{f' ({flags})' if flags else ''}")
+    disk = f", {gib(hw.disk_free_bytes)} free in {hw.models_dir}" if hw.disk_free_bytes is not None else ""
+    console.print(f"[bold]RAM[/]  {gib(hw.ram_bytes)}{disk}")
+    for note in hw.notes:
+        console.print(f"  [dim]{note}[/]")
+
+
+def _candidate_json(c: Candidate) -> dict[str, Any]:
+    return {
+        "model": c.spec.id,
+        "quant": c.fit.model.quant,
+        "ctx": c.fit.params.n_ctx,
+        "total_bytes": c.fit.total_bytes,
+        "decode_tokens_per_s": round(c.fit.decode_tokens_per_s or 0, 1),
+        "why": c.reasons,
+    }
+
+
+def plan(
+    use_case: str | None = typer.Option(None, "--use-case", "-u", help="chat, code, math or japanese (default: all)."),
+    ctx: int = CtxOpt,
+    kv_type: str = typer.Option("f16", "--kv-type", help="KV cache type: f16, q8_0 or q4_0."),
+    gpu: list[str] | None = GpuOpt,
+    vram: float | None = VramOpt,
+    ram: float | None = RamOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """What should I run? The best model x quantization per use on this (or the given) hardware."""
+    from homellm.errors import UsageError
+    from homellm.plan.advisor import advise, check_claims
+
+    uses = USE_CASES if use_case is None else (use_case.lower(),)
+    if any(u not in USE_CASES for u in uses):
+        raise UsageError(f"unknown use case {use_case!r}; use one of {', '.join(USE_CASES)}")
+    catalog = _catalog()
+    params = _params(ctx, kv_type, True, 1)
+    hw = _hardware(catalog, gpu, vram, ram)
+    advice = [advise(hw, u, params, catalog) for u in uses]  # type: ignore[arg-type]
+    claims = check_claims(hw, params, catalog)
+    if json_out:
+        print_json(
+            {
+                "hardware": _hardware_json(hw),
+                "ctx": params.n_ctx,
+                "recommendations": {
+                    a.use_case: {
+                        "best": _candidate_json(a.best) if a.best else None,
+                        "runners_up": [_candidate_json(c) for c in a.runners_up],
+                    }
+                    for a in advice
+                },
+                "guide_checks": [asdict(c) for c in claims],
+            }
+        )
+        return
+    _print_hardware(hw)
+    for a in advice:
+        console.print(f"\n[bold underline]{a.use_case}[/]")
+        if a.best is None:
+            console.print("  nothing in the catalog fits with headroom at a usable speed; try a smaller --ctx or `homellm buy`")
+            continue
+        for rank, c in enumerate([a.best, *a.runners_up]):
+            head = "[bold green]best[/]  " if rank == 0 else "      "
+            console.print(f"  {head}[bold]{c.spec.id}[/] {c.fit.model.quant}  {gib(c.fit.total_bytes)}  — {'; '.join(c.reasons)}")
+    if claims:
+        console.print("\n[bold]The guide's recommendations for this GPU, recomputed[/]")
+        for claim in claims:
+            color = {"ok": "green", "tight": "yellow", "wrong": "red"}[claim.verdict]
+            console.print(f"  [{color}]{claim.verdict:>5}[/]  {claim.claim}: {claim.detail}")
+    console.print(f"\n[dim]At {params.n_ctx:,} tokens of context, keeping {10}% of VRAM free. Details: homellm fit MODEL -q QUANT[/]")
+
+
+def buy(
+    model: str = typer.Argument(..., help="A catalog id (qwen2.5:32b)."),
+    quant: str | None = typer.Option(None, "--quant", "-q", help="Quantization."),
+    ctx: int = CtxOpt,
+    min_tokens_per_s: float = typer.Option(0.0, "--min-tokens-per-s", help="Required decode speed."),
+    budget: str | None = typer.Option(None, "--budget", help="Spending limit, e.g. 300000JPY or 2000USD."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """What should I buy? The cheapest GPU (or pair) and build that runs MODEL at that speed."""
+    from homellm.plan.buy import parse_money, shop
+    from homellm.plan.fit import resolve_model
+
+    catalog = _catalog()
+    limit = parse_money(budget) if budget else None
+    resolved = resolve_model(model, quant, catalog)
+    params = _params(ctx, "f16", True, 1)
+    options = shop(resolved, params, catalog, min_tokens_per_s, limit)
+    if json_out:
+        print_json(
+            {
+                "model": resolved.label,
+                "quant": resolved.quant,
+                "ctx": params.n_ctx,
+                "options": [
+                    {
+                        "gpus": [g.name for g in o.gpus],
+                        "price_jpy": o.price_jpy,
+                        "price_usd": o.price_usd,
+                        "build": o.build.name if o.build else None,
+                        "vram_used_bytes": sum(d.used_bytes for d in o.fit.devices if d.kind == "gpu"),
+                        "decode_tokens_per_s": round(o.fit.decode_tokens_per_s or 0, 1),
+                    }
+                    for o in options
+                ],
+            }
+        )
+        return
+    need = resolved.weights_bytes / GIB
+    console.print(f"[bold]{resolved.label}[/] {resolved.quant}: {need:.1f} GiB of weights, {params.n_ctx:,} tokens of context")
+    if not options:
+        console.print("[red]nothing in the catalog runs it fully on the GPU within those limits[/]")
+        raise typer.Exit(1)
+    from rich.table import Table
+
+    table = Table(title_justify="left")
+    for col in ("", "GPU", "total price", "VRAM used", "decode", "build"):
+        table.add_column(col, justify="right" if col in ("total price", "VRAM used", "decode") else "left")
+    for i, o in enumerate(options[:8]):
+        vram_used = sum(d.used_bytes for d in o.fit.devices if d.kind == "gpu")
+        capacity = sum(d.capacity_bytes for d in o.fit.devices if d.kind == "gpu")
+        table.add_row(
+            "[bold green]cheapest[/]" if i == 0 else "",
+            o.label,
+            f"¥{o.price_jpy:,} / ${o.price_usd:,}",
+            f"{vram_used / GIB:.1f}/{capacity / GIB:.0f} GiB",
+            f"~{o.fit.decode_tokens_per_s or 0:.0f} tok/s",
+            o.build.name if o.build else ("whole Mac" if o.gpus[0].unified_memory else "GPU + typical platform"),
+        )
+    console.print(table)
+    console.print("[dim]Prices are reference points (see `homellm gpus` for their dates); speeds are estimates.[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("models")(models)
+    app.command("gpus")(gpus)
+    app.command("fit")(fit)
+    app.command("plan")(plan)
+    app.command("buy")(buy)
+
+
+__all__ = ["register"]

@@ -1,0 +1,69 @@
+"""The ``homellm`` command. Each command group lives in its own module; this one wires them
+together and turns every :class:`~homellm.errors.HomeLLMError` into one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from homellm import __version__
+from homellm.cli import advisor
+
+app = typer.Typer(
+    name="homellm",
+    help="Run your own LLM at home and share it safely with every device in the house.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+advisor.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"homellm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Plan, serve, connect to and benchmark a local LLM."""
+
+
+def main() -> None:
+    from homellm.errors import HomeLLMError
+
+    try:
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except HomeLLMError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:  # click's own usage errors, then anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            _fail("aborted", 1)
+        from homellm.settings import get_settings
+
+        if get_settings().debug:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set HOMELLM_DEBUG=1 for the traceback)", 70)
+
+
+def _fail(message: str, code: int) -> None:
+    from homellm.cli.output import err_console
+
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    sys.exit(code)

@@ -1,0 +1,22 @@
+"""Shared CLI output: consoles, sizes, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+GIB = 1024**3
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def gib(n: float | None) -> str:
+    return "-" if n is None else f"{n / GIB:.2f} GiB"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
