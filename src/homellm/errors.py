@@ -56,15 +56,24 @@ class EngineError(HomeLLMError):
     """llama.cpp (the embedded engine) failed."""
 
 
+def _edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
 def suggest(name: str, known: Iterable[str], limit: int = 3) -> list[str]:
-    """The known names closest to ``name``: prefix and substring matches first, then fuzzy ones."""
-    names = list(known)
+    """The known names closest to ``name``: substring matches first, then by edit distance."""
     lowered = name.lower()
-    contains = [n for n in names if lowered and (lowered in n.lower() or n.lower() in lowered)]
-    fuzzy = difflib.get_close_matches(lowered, [n.lower() for n in names], n=limit, cutoff=0.5)
-    by_lower = {n.lower(): n for n in names}
-    ordered: list[str] = []
-    for candidate in [*sorted(contains, key=len), *(by_lower[f] for f in fuzzy)]:
-        if candidate not in ordered:
-            ordered.append(candidate)
-    return ordered[:limit]
+    scored = []
+    for candidate in known:
+        c = candidate.lower()
+        contains = bool(lowered) and (lowered in c or c in lowered)
+        ratio = difflib.SequenceMatcher(None, lowered, c).ratio()
+        if contains or ratio >= 0.5:
+            scored.append((not contains, _edit_distance(lowered, c), -ratio, candidate))
+    return [s[-1] for s in sorted(scored)[:limit]]

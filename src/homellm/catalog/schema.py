@@ -34,7 +34,9 @@ class Architecture(Strict):
     qk_norm: bool = Field(False, description="per-head RMS norm on q and k (Qwen3, Gemma 3)")
     # sliding-window attention
     sliding_window: int = Field(0, ge=0, description="window of the SWA layers; 0 = none")
-    swa_pattern: int = Field(0, ge=0, description="every n-th layer is global, the rest slide (llama.cpp set_swa_pattern)")
+    swa_pattern: int = Field(
+        0, ge=0, description="every n-th layer is global, the rest slide (llama.cpp set_swa_pattern)"
+    )
     n_kv_shared_layers: int = Field(0, ge=0, description="last layers that reuse earlier layers' KV (Gemma 3n)")
     # multi-head latent attention (DeepSeek)
     kv_lora_rank: int = Field(0, ge=0)
@@ -49,7 +51,9 @@ class Architecture(Strict):
     n_expert_shared: int = Field(0, ge=0)
     n_dense_lead: int = Field(0, ge=0, description="leading layers with a dense FFN before the MoE layers")
     extra_params: float = Field(
-        0, ge=0, description="weights outside the standard stack (Gemma 3n per-layer embeddings, AltUp, LAuReL)"
+        0,
+        ge=0,
+        description="weights outside the standard stack (Gemma 3n per-layer embeddings, AltUp, LAuReL)",
     )
 
     @property
@@ -139,7 +143,14 @@ class MixRule(Strict):
     tensor: Literal["attn_v", "attn_k", "attn_output", "attn_qkv", "ffn_down", "output", "token_embd"]
     type: str
     when: Literal[
-        "always", "more_bits", "first_eighth", "first_sixteenth", "first_two", "gqa_ge_4", "gqa_or_experts_ge_4", "experts_eq_8"
+        "always",
+        "more_bits",
+        "first_eighth",
+        "first_sixteenth",
+        "first_two",
+        "gqa_ge_4",
+        "gqa_or_experts_ge_4",
+        "experts_eq_8",
     ] = "always"
 
 

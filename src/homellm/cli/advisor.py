@@ -137,7 +137,7 @@ def _print_fit(r: FitResult) -> None:
     rows = [
         ("weights", r.weights_bytes, "tensor table" + (" of the file" if r.model.path else f" under {r.model.quant}")),
         ("KV cache", r.kv_cache_bytes, f"{kv.kv_type} K+V, {kv.n_ctx:,} cells x {kv.parallel} seq, exact"),
-        ("compute", r.compute_bytes, f"worst-case graph, ubatch {kv.n_ubatch}, flash-attn {'on' if kv.flash_attn else 'off'}"),
+        ("compute", r.compute_bytes, f"worst-case graph, ubatch {kv.n_ubatch}, flash-attn {_on(kv.flash_attn)}"),
         ("output", r.output_bytes, "logits of one token per sequence"),
         ("overhead", r.overhead_bytes, "stated: 512 MiB per discrete GPU runtime + 256 MiB host process"),
         ("total", r.total_bytes, ""),
@@ -152,13 +152,14 @@ def _print_fit(r: FitResult) -> None:
         if d.kind == "gpu" and not d.layers and not d.weights_bytes:
             continue
         mark = "[green]ok[/]" if d.fits else "[red]over[/]"
-        layers = f"{len(d.layers)}" + (" + output" if d.kind == "gpu" and d.output_bytes == 0 and d.compute_bytes else "")
+        layers = f"{len(d.layers)}" + (
+            " + output" if d.kind == "gpu" and d.output_bytes == 0 and d.compute_bytes else ""
+        )
         devices.add_row(d.name, layers, gib(d.used_bytes), gib(d.capacity_bytes), mark)
     console.print(devices)
     if r.decode_tokens_per_s:
-        console.print(
-            f"speed (estimate): decode ~{r.decode_tokens_per_s:.1f} tok/s, prefill ~{r.prefill_tokens_per_s or 0:,.0f} tok/s"
-        )
+        decode, prefill = r.decode_tokens_per_s, r.prefill_tokens_per_s or 0
+        console.print(f"speed (estimate): decode ~{decode:.1f} tok/s, prefill ~{prefill:,.0f} tok/s")
     for note in r.speed_notes:
         console.print(f"  [dim]{note}[/]")
     for note in r.hardware.notes:
@@ -170,18 +171,25 @@ def _print_fit(r: FitResult) -> None:
     console.print(f"  {llama_server_command(r)}", soft_wrap=True)
 
 
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
 def _hardware_json(hw: HardwareProfile) -> dict[str, Any]:
     return asdict(hw)
 
 
 def _print_hardware(hw: HardwareProfile) -> None:
     gpus = ", ".join(
-        f"{g.name} ({gib(g.memory_bytes)}{', unified' if g.unified else ''}{'' if g.origin == 'detected' else ', ' + g.origin})"
+        f"{g.name} ({gib(g.memory_bytes)}{', unified' if g.unified else ''}"
+        f"{'' if g.origin == 'detected' else ', ' + g.origin})"
         for g in hw.gpus
     )
     console.print(f"[bold]GPU[/]  {gpus or 'none'}")
     flags = " ".join(hw.cpu.flags)
-    console.print(f"[bold]CPU[/]  {hw.cpu.model}, {hw.cpu.cores} cores / {hw.cpu.threads} threads{f' ({flags})' if flags else ''}")
+    console.print(
+        f"[bold]CPU[/]  {hw.cpu.model}, {hw.cpu.cores} cores / {hw.cpu.threads} threads{f' ({flags})' if flags else ''}"
+    )
     disk = f", {gib(hw.disk_free_bytes)} free in {hw.models_dir}" if hw.disk_free_bytes is not None else ""
     console.print(f"[bold]RAM[/]  {gib(hw.ram_bytes)}{disk}")
     for note in hw.notes:
@@ -210,7 +218,7 @@ def plan(
 ) -> None:
     """What should I run? The best model x quantization per use on this (or the given) hardware."""
     from homellm.errors import UsageError
-    from homellm.plan.advisor import advise, check_claims
+    from homellm.plan.advisor import HEADROOM, advise, check_claims
 
     uses = USE_CASES if use_case is None else (use_case.lower(),)
     if any(u not in USE_CASES for u in uses):
@@ -240,17 +248,24 @@ def plan(
     for a in advice:
         console.print(f"\n[bold underline]{a.use_case}[/]")
         if a.best is None:
-            console.print("  nothing in the catalog fits with headroom at a usable speed; try a smaller --ctx or `homellm buy`")
+            console.print(
+                "  nothing in the catalog fits with headroom at a usable speed; try a smaller --ctx or `homellm buy`"
+            )
             continue
         for rank, c in enumerate([a.best, *a.runners_up]):
             head = "[bold green]best[/]  " if rank == 0 else "      "
-            console.print(f"  {head}[bold]{c.spec.id}[/] {c.fit.model.quant}  {gib(c.fit.total_bytes)}  — {'; '.join(c.reasons)}")
+            console.print(
+                f"  {head}[bold]{c.spec.id}[/] {c.fit.model.quant}  {gib(c.fit.total_bytes)}  — {'; '.join(c.reasons)}"
+            )
     if claims:
         console.print("\n[bold]The guide's recommendations for this GPU, recomputed[/]")
         for claim in claims:
             color = {"ok": "green", "tight": "yellow", "wrong": "red"}[claim.verdict]
             console.print(f"  [{color}]{claim.verdict:>5}[/]  {claim.claim}: {claim.detail}")
-    console.print(f"\n[dim]At {params.n_ctx:,} tokens of context, keeping {10}% of VRAM free. Details: homellm fit MODEL -q QUANT[/]")
+    console.print(
+        f"\n[dim]At {params.n_ctx:,} tokens of context, keeping {HEADROOM:.0%} of memory free. "
+        "Details: homellm fit MODEL -q QUANT[/]"
+    )
 
 
 def buy(
@@ -291,7 +306,9 @@ def buy(
         )
         return
     need = resolved.weights_bytes / GIB
-    console.print(f"[bold]{resolved.label}[/] {resolved.quant}: {need:.1f} GiB of weights, {params.n_ctx:,} tokens of context")
+    console.print(
+        f"[bold]{resolved.label}[/] {resolved.quant}: {need:.1f} GiB of weights, {params.n_ctx:,} tokens of context"
+    )
     if not options:
         console.print("[red]nothing in the catalog runs it fully on the GPU within those limits[/]")
         raise typer.Exit(1)

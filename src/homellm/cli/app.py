@@ -46,7 +46,7 @@ def main() -> None:
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as exc:  # click's own usage errors, then anything unexpected
-        import click
+        import click  # type: ignore[import-not-found, unused-ignore]
 
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)

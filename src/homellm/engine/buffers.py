@@ -89,7 +89,7 @@ def _child(model_path: str, settings: LoadSettings) -> None:  # pragma: no cover
 
     chunks: list[str] = []
 
-    @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+    @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)  # type: ignore[untyped-decorator]
     def on_log(level: int, text: bytes, user_data: object) -> None:
         chunks.append(text.decode(errors="replace"))
 

@@ -8,7 +8,19 @@ from pathlib import Path
 from homellm.hardware.types import CpuInfo
 
 # the flags that decide which llama.cpp CPU kernels run
-RELEVANT_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "neon", "asimd", "sve")
+RELEVANT_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "neon",
+    "asimd",
+    "sve",
+)
 
 
 def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:
@@ -27,7 +39,7 @@ def parse_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:
 def detect_cpu() -> CpuInfo:
     import psutil
 
-    model, flags = "", ()
+    model, flags = "", tuple[str, ...]()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         model, flags = parse_cpuinfo(cpuinfo.read_text(errors="replace"))

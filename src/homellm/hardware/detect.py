@@ -19,10 +19,11 @@ def match_catalog(gpu: GpuDevice, catalog: Catalog) -> GpuDevice:
     for spec in catalog.gpus:
         for candidate in (spec.name, *spec.aliases):
             c = normalize(candidate)
-            if c and c in key and (best is None or len(c) > len(normalize(best.name))):
-                # prefer the variant whose memory size matches (RTX 4060 Ti 8GB vs 16GB)
-                if abs(spec.vram_gib * GIB - gpu.memory_bytes) < 4 * GIB or gpu.unified:
-                    best = spec
+            longer = best is None or len(c) > len(normalize(best.name))
+            # the memory size must agree too (RTX 4060 Ti 8GB vs 16GB)
+            same_memory = abs(spec.vram_gib * GIB - gpu.memory_bytes) < 4 * GIB or gpu.unified
+            if c and c in key and longer and same_memory:
+                best = spec
     if best is None:
         return gpu
     fraction = gpu.usable_fraction if gpu.unified else best.usable_fraction
@@ -116,7 +117,14 @@ def apply_overrides(
         if gpus:
             gpus = [replace(g, memory_bytes=int(vram_gib * GIB), free_bytes=None, origin="--vram") for g in gpus]
         else:
-            gpus = [GpuDevice(name=f"GPU with {vram_gib:g} GiB", vendor="nvidia", memory_bytes=int(vram_gib * GIB), origin="--vram")]
+            gpus = [
+                GpuDevice(
+                    name=f"GPU with {vram_gib:g} GiB",
+                    vendor="nvidia",
+                    memory_bytes=int(vram_gib * GIB),
+                    origin="--vram",
+                )
+            ]
             notes = [n for n in notes if not n.startswith("no GPU detected")]
             notes.append("--vram without --gpu: memory fit only; add --gpu NAME for speed estimates")
     ram = hw.ram_bytes
@@ -126,9 +134,9 @@ def apply_overrides(
             raise UsageError("--ram must be a positive number of GiB")
         ram, available = int(ram_gib * GIB), None
     unified = [g for g in gpus if g.unified]
-    if unified and (ram_gib is not None or gpu_names):
-        # unified memory: the GPU's memory *is* the RAM
-        ram = unified[0].memory_bytes if ram_gib is None else ram
+    if unified and gpu_names:
+        # unified memory: the chosen Mac's memory *is* the RAM
+        ram, available = unified[0].memory_bytes, None
+        if ram_gib is not None:
+            notes.append(f"--ram is ignored with {unified[0].name}: its unified memory is the RAM")
     return replace(hw, gpus=tuple(gpus), ram_bytes=ram, ram_available_bytes=available, notes=tuple(notes))
-
-

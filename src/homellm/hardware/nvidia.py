@@ -16,9 +16,10 @@ def detect_nvml(nvml: Any = None) -> list[GpuDevice]:
     """Every NVIDIA GPU NVML reports; [] when there is no driver."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError:
             return []
+        nvml = pynvml
     try:
         nvml.nvmlInit()
     except Exception:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
@@ -31,7 +32,9 @@ def detect_nvml(nvml: Any = None) -> list[GpuDevice]:
             if isinstance(name, bytes):
                 name = name.decode()
             mem = nvml.nvmlDeviceGetMemoryInfo(handle)
-            devices.append(GpuDevice(name=str(name), vendor="nvidia", memory_bytes=int(mem.total), free_bytes=int(mem.free)))
+            devices.append(
+                GpuDevice(name=str(name), vendor="nvidia", memory_bytes=int(mem.total), free_bytes=int(mem.free))
+            )
         return devices
     finally:
         nvml.nvmlShutdown()

@@ -108,7 +108,13 @@ _FITS: dict[tuple[object, ...], FitResult | None] = {}
 
 
 def _fit(
-    model_id: str, quant: str, ctx: int, params: ContextParams, hw: HardwareProfile, catalog: Catalog, memory: int
+    model_id: str,
+    quant: str,
+    ctx: int,
+    params: ContextParams,
+    hw: HardwareProfile,
+    catalog: Catalog,
+    memory: int,
 ) -> FitResult | None:
     """Fit once per model, quant and context (plan asks again for every use case); None if hopeless."""
     key = (model_id, quant, ctx, params, hw)
@@ -125,9 +131,7 @@ def _fit(
 def _reasons(c: Candidate, use: UseCase) -> list[str]:
     fit = c.fit
     gpus = [d for d in fit.devices if d.kind == "gpu" and d.layers]
-    where = (
-        f"all {fit.model.arch.n_layer} layers on {', '.join(d.name for d in gpus)}" if gpus else "runs on the CPU"
-    )
+    where = f"all {fit.model.arch.n_layer} layers on {', '.join(d.name for d in gpus)}" if gpus else "runs on the CPU"
     free = sum(d.capacity_bytes - d.used_bytes for d in (gpus or fit.devices[-1:]))
     out = [f"{where}, {free / GIB:.1f} GiB to spare"]
     if fit.decode_tokens_per_s:
@@ -162,8 +166,14 @@ def check_claims(hw: HardwareProfile, params: ContextParams, catalog: Catalog) -
         if claim.claimed_vram_gib and gpu_need > claim.claimed_vram_gib * GIB * 1.25:
             out.append(ClaimCheck(claim.claim, "wrong", f"the guide says {claim.claimed_vram_gib:g} GB; it {detail}"))
         elif not fit.fully_offloaded:
-            out.append(ClaimCheck(claim.claim, "wrong", f"does not fit in VRAM: {fit.gpu_layers - 1} of "
-                                  f"{fit.model.arch.n_layer} layers offload; it {detail}"))
+            out.append(
+                ClaimCheck(
+                    claim.claim,
+                    "wrong",
+                    f"does not fit in VRAM: {fit.gpu_layers - 1} of "
+                    f"{fit.model.arch.n_layer} layers offload; it {detail}",
+                )
+            )
         elif not _headroom_ok(fit):
             out.append(ClaimCheck(claim.claim, "tight", f"fits with under {HEADROOM:.0%} to spare; it {detail}"))
         else:

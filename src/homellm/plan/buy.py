@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from homellm.catalog import Catalog
 from homellm.catalog.schema import Build, GpuSpec
@@ -110,5 +110,3 @@ def shop(
             break  # a pair of a card that already fits alone is never cheaper
     options.sort(key=lambda o: o.price_jpy)
     return options
-
-

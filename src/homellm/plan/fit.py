@@ -228,24 +228,23 @@ def _place(
         target.weights_bytes += t.n_bytes
         target.active_weight_bytes += t.n_bytes * (expert_share if t.expert else 1.0)
     for layer in kv_layers:
-        d = dev(layer_dev[layer.layer])
-        d.kv_bytes += layer.total
+        holder = dev(layer_dev[layer.layer])
+        holder.kv_bytes += layer.total
         cells = layer.cells * p.n_streams
         filled = min(p.ctx, arch.sliding_window) if arch.is_swa_layer(layer.layer) else p.ctx
-        d.kv_read_bytes += layer.total * min(filled, cells) / max(cells, 1)
+        holder.kv_read_bytes += layer.total * min(filled, cells) / max(cells, 1)
     # the worst-case graph: every device with layers holds the attention stage; the device
     # with the output layer also needs the logits stage
     for i in {*layer_dev, out_dev}:
-        d = dev(i)
-        d.compute_bytes = max(d.compute_bytes, stages.attention if d.layers else 0)
+        holder = dev(i)
+        holder.compute_bytes = max(holder.compute_bytes, stages.attention if holder.layers else 0)
     dev(out_dev).compute_bytes = max(dev(out_dev).compute_bytes, stages.output)
     if out_dev >= 0:
         # llama.cpp keeps a small host-side buffer for the graph inputs (tokens, positions, mask)
         cpu.compute_bytes = max(cpu.compute_bytes, 2 * arch.n_embd * p.n_ubatch * mem.F32)
-    used = [d for d in devices if d.layers or d.weights_bytes]
-    unused = [d for d in devices if d not in used]
-    for d in unused:
-        d.overhead_bytes = 0
+    for gpu in devices:
+        if not gpu.layers and not gpu.weights_bytes:
+            gpu.overhead_bytes = 0  # an idle GPU gets no CUDA context
     return [*devices, cpu], out_dev >= 0
 
 

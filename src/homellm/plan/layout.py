@@ -64,7 +64,11 @@ def _attention(a: Architecture, il: int) -> list[TensorSpec]:
         _blk(il, "attn_output.weight", a.n_head * a.head_dim_v, a.n_embd),
     ]
     if a.attn_bias:
-        out += [_blk(il, "attn_q.bias", q_dim), _blk(il, "attn_k.bias", k_dim), _blk(il, "attn_v.bias", v_dim)]
+        out += [
+            _blk(il, "attn_q.bias", q_dim),
+            _blk(il, "attn_k.bias", k_dim),
+            _blk(il, "attn_v.bias", v_dim),
+        ]
     if a.arch == "gpt-oss":
         out += [_blk(il, "attn_output.bias", a.n_embd), _blk(il, "attn_sinks.weight", a.n_head)]
     if a.qk_norm:
@@ -75,7 +79,10 @@ def _attention(a: Architecture, il: int) -> list[TensorSpec]:
 def _ffn(a: Architecture, il: int) -> list[TensorSpec]:
     if not a.is_moe_layer(il):
         if a.arch == "phi3":
-            return [_blk(il, "ffn_up.weight", a.n_embd, 2 * a.n_ff), _blk(il, "ffn_down.weight", a.n_ff, a.n_embd)]
+            return [
+                _blk(il, "ffn_up.weight", a.n_embd, 2 * a.n_ff),
+                _blk(il, "ffn_down.weight", a.n_ff, a.n_embd),
+            ]
         return [
             _blk(il, "ffn_gate.weight", a.n_embd, a.n_ff),
             _blk(il, "ffn_up.weight", a.n_embd, a.n_ff),

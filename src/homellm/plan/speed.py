@@ -92,7 +92,10 @@ def estimate_speed(
             fastest = max((g for g in hw.gpus if g.fp16_tflops), key=lambda g: g.fp16_tflops or 0, default=None)
             if fastest is not None and fastest.fp16_tflops:
                 streamed = d.active_weight_bytes / (PCIE_GBS * 1e9) / params.n_ubatch
-                cpu_s = min(cpu_s, streamed + flops / (fastest.fp16_tflops * 1e12 * (cal.get(fastest.vendor) or cal["nvidia"])[1]))
+                cpu_s = min(
+                    cpu_s,
+                    streamed + flops / (fastest.fp16_tflops * 1e12 * (cal.get(fastest.vendor) or cal["nvidia"])[1]),
+                )
             prefill_s += cpu_s
             if d.layers and len(devices) > 1:
                 notes.append(

@@ -1,0 +1,137 @@
+"""The ``homellm`` command as a user runs it: a real process, its stdout, stderr and exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIT_KEYS = {
+    "model", "quant", "ctx", "weights_bytes", "kv_cache_bytes", "compute_bytes", "output_bytes", "overhead_bytes",
+    "total_bytes", "n_layers", "gpu_layers", "devices", "fits", "decode_tokens_per_s", "prefill_tokens_per_s",
+}  # fmt: skip
+
+
+def homellm(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if home is not None:
+        env["HOMELLM_HOME"] = str(home)
+    env.pop("HOMELLM_DEBUG", None)
+    env["COLUMNS"] = "200"
+    exe = Path(sys.executable).with_name("homellm")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def test_help_lists_the_advisor_commands() -> None:
+    r = homellm("--help")
+    assert r.returncode == 0
+    for command in ("models", "gpus", "fit", "plan", "buy"):
+        assert command in r.stdout
+
+
+def test_fit_json_contract(tmp_path: Path) -> None:
+    r = homellm("fit", "qwen2.5:14b", "--gpu", "RTX 5070 Ti", "--ram", "32", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert set(data) >= FIT_KEYS
+    for key in FIT_KEYS:
+        if key.endswith("_bytes"):
+            assert isinstance(data[key], int) and data[key] >= 0, key
+    assert data["total_bytes"] == sum(data[k] for k in FIT_KEYS if k.endswith("_bytes") and k != "total_bytes")
+    names = [d["name"] for d in data["devices"]]
+    assert names == ["RTX 5070 Ti", "CPU (RAM)"]
+    assert all(set(d) == {"name", "used_bytes", "capacity_bytes"} for d in data["devices"])
+    assert data["fits"] is True and data["gpu_layers"] == data["n_layers"] + 1
+
+
+def test_fit_a_real_gguf_file(smollm2: Path, tmp_path: Path) -> None:
+    r = homellm("fit", str(smollm2), "--ctx", "2048", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["weights_bytes"] == 96576768  # the file's tensor table, to the byte
+    assert data["kv_cache_bytes"] == 30 * 2 * 192 * 2048 * 2
+
+
+def test_fit_human_output_prints_the_commands(tmp_path: Path) -> None:
+    r = homellm("fit", "llama3.1:8b", "--gpu", "RTX 3060 12GB", "--ctx", "8192", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "ollama pull llama3.1:8b" in r.stdout
+    assert "OLLAMA_CONTEXT_LENGTH=8192" in r.stdout
+    assert "llama-server -m" in r.stdout and "-ngl 33" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "qwen2.5:13b"], "unknown model 'qwen2.5:13b'; did you mean 'qwen2.5:14b'"),
+        (["fit", "qwen2.5:14b", "--quant", "Q4_K"], "unknown quantization 'Q4_K'; did you mean 'Q4_K_M'"),
+        (["fit", "qwen2.5:14b", "--gpu", "RTX 5071"], "unknown GPU 'RTX 5071'; did you mean 'RTX 5070'"),
+        (["fit", "/nonexistent/model.gguf"], "no such file: /nonexistent/model.gguf"),
+        (["fit", "qwen2.5:14b", "--kv-type", "q8_0", "--no-flash-attn"], "needs flash attention"),
+        (["fit", "qwen2.5:14b", "--ctx", "0"], "must be positive"),
+        (["plan", "--use-case", "poetry"], "unknown use case 'poetry'"),
+        (["buy", "qwen2.5:32b", "--budget", "lots"], "cannot read the budget 'lots'"),
+        (["buy", "qwen2.5:32b", "--budget", "300000"], "say which currency"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
+    r = homellm(*args, home=tmp_path)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_and_foreign_gguf_files(tmp_path: Path, smollm2: Path) -> None:
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("hello")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(smollm2.read_bytes()[:4096])
+    for path, message in ((not_gguf, "is not a GGUF file"), (truncated, "corrupt or truncated")):
+        r = homellm("fit", str(path), home=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plan_json_on_a_given_gpu_checks_the_guide(tmp_path: Path) -> None:
+    r = homellm("plan", "--gpu", "RTX 4090", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert set(data["recommendations"]) == {"chat", "code", "math", "japanese"}
+    best = data["recommendations"]["chat"]["best"]
+    assert best["total_bytes"] < 24 * 1024**3 and best["why"]
+    japanese = data["recommendations"]["japanese"]["best"]["model"]
+    assert not japanese.startswith(("smollm2", "llama3.2:1b"))
+    wrong = [c for c in data["guide_checks"] if c["verdict"] == "wrong"]
+    assert any("70B" in c["claim"] and "12 GB" in c["detail"] for c in wrong)
+
+
+def test_plan_reproduces_the_guides_5070_ti_recommendation(tmp_path: Path) -> None:
+    r = homellm("plan", "--gpu", "RTX 5070 Ti", "--use-case", "chat", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "RTX 5070 Ti: Qwen2.5 14B at Q4_K_M" in r.stdout
+
+
+def test_buy_finds_the_cheapest_card_within_budget(tmp_path: Path) -> None:
+    r = homellm("buy", "qwen2.5:32b", "--min-tokens-per-s", "20", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    options = json.loads(r.stdout)["options"]
+    prices = [o["price_jpy"] for o in options]
+    assert prices == sorted(prices) and options[0]["decode_tokens_per_s"] >= 20
+    assert all(o["vram_used_bytes"] > 18 * 1024**3 for o in options)
+    cheap = homellm("buy", "qwen2.5:32b", "--budget", "300000JPY", "--json", home=tmp_path)
+    assert all(o["price_jpy"] <= 300000 for o in json.loads(cheap.stdout)["options"])
+
+
+def test_models_and_gpus_json(tmp_path: Path) -> None:
+    models = json.loads(homellm("models", "--json", home=tmp_path).stdout)
+    assert {"gpt-oss:20b", "deepseek-r1:671b"} <= {m["id"] for m in models}
+    gpus = json.loads(homellm("gpus", "--json", home=tmp_path).stdout)
+    assert any(g["name"] == "RTX 5090" and g["vram_gib"] == 32 for g in gpus)
+
+
+def test_homellm_home_decides_where_the_models_folder_is(tmp_path: Path) -> None:
+    r = homellm("plan", "--use-case", "chat", "--json", home=tmp_path / "state")
+    assert json.loads(r.stdout)["hardware"]["models_dir"] == str(tmp_path / "state" / "models")
