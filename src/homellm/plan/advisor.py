@@ -15,8 +15,8 @@ from homellm.plan.memory import ContextParams
 # (perplexity studies put Q4_K_M about as far below F16 as a model ~15% smaller).
 QUANT_PENALTY = {
     "F16": 0.0, "BF16": 0.0, "F32": 0.0, "Q8_0": 0.0, "Q6_K": 0.02, "Q5_K_M": 0.05, "Q5_0": 0.08,
-    "Q4_K_M": 0.2, "MXFP4": 0.0, "Q4_1": 0.25, "Q4_0": 0.3, "IQ4_XS": 0.25, "Q3_K_M": 0.55,
-    "Q2_K": 1.1, "IQ2_XXS": 1.3,
+    "Q4_K_M": 0.2, "MXFP4": 0.0, "Q4_1": 0.25, "Q4_0": 0.3, "IQ4_XS": 0.25, "Q3_K_M": 0.7,
+    "Q2_K": 1.6, "IQ2_XXS": 1.8,
 }  # fmt: skip
 USE_BENCHMARKS: dict[str, tuple[str, ...]] = {
     "chat": ("MMLU-Pro", "MMLU", "MT-Bench"),
