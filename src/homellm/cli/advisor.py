@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -50,17 +51,13 @@ def _params(ctx: int, kv_type: str, flash_attn: bool, parallel: int) -> ContextP
 
 def models(json_out: bool = JsonOpt) -> None:
     """List the catalog's models: size, quantizations, Japanese ability and published scores."""
-    from rich.table import Table
-
     catalog = _catalog()
     if json_out:
         print_json([m.model_dump(mode="json") for m in catalog.models])
         return
-    table = Table(title="Models (id = Ollama tag)", title_justify="left")
-    for col in ("id", "params", "active", "context", "quants", "日本語", "uses", "license"):
-        table.add_column(col, justify="right" if col in ("params", "active", "context") else "left")
-    for m in catalog.models:
-        table.add_row(
+    columns = ("id", "params>", "active>", "context>", "quants", "日本語", "uses", "license")
+    rows = [
+        (
             m.id,
             f"{m.params_total / 1e9:.1f}B",
             f"{m.params_active / 1e9:.1f}B",
@@ -70,26 +67,43 @@ def models(json_out: bool = JsonOpt) -> None:
             ", ".join(m.uses),
             m.license,
         )
-    console.print(table)
+        for m in catalog.models
+    ]
+    _print_table("Models (id = Ollama tag)", columns, rows)
 
 
 def gpus(json_out: bool = JsonOpt) -> None:
     """List the catalog's GPUs: memory, bandwidth, compute, power and price."""
-    from rich.table import Table
-
     catalog = _catalog()
     if json_out:
         print_json([g.model_dump(mode="json") for g in catalog.gpus])
         return
-    table = Table(title="GPUs", title_justify="left")
-    for col in ("name", "memory", "GB/s", "FP16 TFLOPS", "TDP", "price (JPY)", "price (USD)", "as of"):
-        table.add_column(col, justify="left" if col == "name" else "right")
-    for g in catalog.gpus:
-        memory = f"{g.vram_gib:g} GB" + (f" unified ({g.usable_fraction:.0%} usable)" if g.unified_memory else "")
-        table.add_row(
-            g.name, memory, f"{g.bandwidth_gbs:g}", f"{g.fp16_tflops:g}", f"{g.tdp_w} W",
-            f"¥{g.price_jpy:,}", f"${g.price_usd:,}", str(g.price_date),
-        )  # fmt: skip
+    columns = ("name", "memory>", "GB/s>", "FP16 TFLOPS>", "TDP>", "price (JPY)>", "price (USD)>", "as of>")
+    rows = [
+        (
+            g.name,
+            f"{g.vram_gib:g} GB" + (f" unified ({g.usable_fraction:.0%} usable)" if g.unified_memory else ""),
+            f"{g.bandwidth_gbs:g}",
+            f"{g.fp16_tflops:g}",
+            f"{g.tdp_w} W",
+            f"¥{g.price_jpy:,}",
+            f"${g.price_usd:,}",
+            str(g.price_date),
+        )
+        for g in catalog.gpus
+    ]
+    _print_table("GPUs", columns, rows)
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """A Rich table; a column name ending in '>' is right-aligned."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        table.add_column(col.rstrip(">"), justify="right" if col.endswith(">") else "left", no_wrap=i == 0)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

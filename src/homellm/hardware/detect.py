@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from homellm.catalog import Catalog, normalize
+from homellm.catalog.schema import GpuSpec
 from homellm.errors import UsageError
 from homellm.hardware.types import GIB, GpuDevice, HardwareProfile
 
@@ -33,6 +34,21 @@ def match_catalog(gpu: GpuDevice, catalog: Catalog) -> GpuDevice:
         fp16_tflops=best.fp16_tflops,
         catalog_name=best.name,
         usable_fraction=fraction,
+    )
+
+
+def device_from_spec(spec: GpuSpec, origin: str, name: str | None = None) -> GpuDevice:
+    """A device as the catalog describes it (for --gpu and for shopping)."""
+    return GpuDevice(
+        name=name or spec.name,
+        vendor=spec.vendor,
+        memory_bytes=int(spec.vram_gib * GIB),
+        bandwidth_gbs=spec.bandwidth_gbs,
+        fp16_tflops=spec.fp16_tflops,
+        unified=spec.unified_memory,
+        usable_fraction=spec.usable_fraction,
+        catalog_name=spec.name,
+        origin=origin,
     )
 
 
@@ -94,22 +110,7 @@ def apply_overrides(
     gpus = list(hw.gpus)
     notes = list(hw.notes)
     if gpu_names:
-        gpus = []
-        for name in gpu_names:
-            spec = catalog.gpu(name)
-            gpus.append(
-                GpuDevice(
-                    name=spec.name,
-                    vendor=spec.vendor,
-                    memory_bytes=int(spec.vram_gib * GIB),
-                    bandwidth_gbs=spec.bandwidth_gbs,
-                    fp16_tflops=spec.fp16_tflops,
-                    unified=spec.unified_memory,
-                    usable_fraction=spec.usable_fraction,
-                    catalog_name=spec.name,
-                    origin="--gpu",
-                )
-            )
+        gpus = [device_from_spec(catalog.gpu(name), origin="--gpu") for name in gpu_names]
         notes = [n for n in notes if not n.startswith("no GPU detected") and "not in the catalog" not in n]
     if vram_gib is not None:
         if vram_gib <= 0:

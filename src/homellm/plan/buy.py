@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from homellm.catalog import Catalog
 from homellm.catalog.schema import Build, GpuSpec
 from homellm.errors import UsageError
-from homellm.hardware.types import GIB, CpuInfo, GpuDevice, HardwareProfile
+from homellm.hardware.detect import device_from_spec
+from homellm.hardware.types import GIB, CpuInfo, HardwareProfile
 from homellm.plan.fit import FitResult, ResolvedModel, fit_model
 from homellm.plan.memory import ContextParams
 
@@ -66,17 +67,7 @@ def _platform(gpus: list[GpuSpec], need_ram_gib: float, catalog: Catalog) -> tup
 
 def _profile(gpus: list[GpuSpec], ram_gib: float) -> HardwareProfile:
     devices = tuple(
-        GpuDevice(
-            name=g.name if gpus.count(g) == 1 else f"{g.name} #{i + 1}",
-            vendor=g.vendor,
-            memory_bytes=int(g.vram_gib * GIB),
-            bandwidth_gbs=g.bandwidth_gbs,
-            fp16_tflops=g.fp16_tflops,
-            unified=g.unified_memory,
-            usable_fraction=g.usable_fraction,
-            catalog_name=g.name,
-            origin="buy",
-        )
+        device_from_spec(g, origin="buy", name=g.name if gpus.count(g) == 1 else f"{g.name} #{i + 1}")
         for i, g in enumerate(gpus)
     )
     ram = int((gpus[0].vram_gib if gpus[0].unified_memory else ram_gib) * GIB)
