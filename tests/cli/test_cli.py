@@ -135,3 +135,27 @@ def test_models_and_gpus_json(tmp_path: Path) -> None:
 def test_homellm_home_decides_where_the_models_folder_is(tmp_path: Path) -> None:
     r = homellm("plan", "--use-case", "chat", "--json", home=tmp_path / "state")
     assert json.loads(r.stdout)["hardware"]["models_dir"] == str(tmp_path / "state" / "models")
+
+
+def test_an_internal_error_is_one_line_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import homellm.cli.advisor as advisor_cli
+    from homellm.cli.app import main
+
+    def broken() -> None:
+        raise RuntimeError("catalog exploded")
+
+    monkeypatch.setattr(advisor_cli, "_catalog", broken)
+    monkeypatch.setattr(sys, "argv", ["homellm", "models"])
+    monkeypatch.delenv("HOMELLM_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 70
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: catalog exploded" in err and "Traceback" not in err
+
+
+def test_usage_errors_from_typer_exit_2() -> None:
+    r = homellm("fit")
+    assert r.returncode == 2 and "Missing argument" in r.stderr

@@ -79,6 +79,13 @@ class Catalog:
                 self.gpu(g)
         for meas in self.measurements:
             self.gpu(meas.gpu)
+        for tier in self.tiers:
+            self.model(tier.representative)
+            for g in tier.example_gpus:
+                self.gpu(g)
+        for claim in self.claims:
+            self.model(claim.model)
+            self.gpu(claim.gpu)
 
     def ggml_type(self, name: str) -> GgmlType:
         try:

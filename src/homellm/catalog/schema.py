@@ -221,6 +221,7 @@ class Tier(Strict):
     vram_gib: float
     example_gpus: list[str]
     guide_claim: str
+    representative: str = Field(description="catalog model id that stands for this size class")
     source: str
 
 

@@ -35,26 +35,14 @@ def root(
 
 
 def main() -> None:
+    """Entry point: Typer reports its own usage errors; homellm's errors become one line."""
     from homellm.errors import HomeLLMError
 
     try:
-        rc = app(standalone_mode=False)
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
+        app()
     except HomeLLMError as exc:
         _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except Exception as exc:  # click's own usage errors, then anything unexpected
-        import click  # type: ignore[import-not-found, unused-ignore]
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            _fail("aborted", 1)
+    except Exception as exc:
         from homellm.settings import get_settings
 
         if get_settings().debug:

@@ -154,28 +154,27 @@ class ClaimCheck:
 
 
 def check_claims(hw: HardwareProfile, params: ContextParams, catalog: Catalog) -> list[ClaimCheck]:
-    """Recompute the guide's per-GPU recommendations for the GPUs in ``hw``."""
+    """Recompute the guide's per-GPU recommendations and PC tiers for the GPUs in ``hw``."""
     names = {g.catalog_name for g in hw.gpus if g.catalog_name}
+    claims = [
+        (c.claim, c.model, c.quant, c.claimed_vram_gib) for c in catalog.claims if catalog.gpu(c.gpu).name in names
+    ]
+    for tier in catalog.tiers:
+        if any(catalog.gpu(g).name in names for g in tier.example_gpus):
+            label = f"{tier.name} tier: {tier.guide_claim} (e.g. {tier.representative})"
+            claims.append((label, tier.representative, "Q4_K_M", tier.vram_gib))
     out = []
-    for claim in catalog.claims:
-        if catalog.gpu(claim.gpu).name not in names:
-            continue
-        fit = fit_model(resolve_model(claim.model, claim.quant, catalog), params, hw, catalog)
+    for label, model_id, quant, claimed_gib in claims:
+        fit = fit_model(resolve_model(model_id, quant, catalog), params, hw, catalog)
         gpu_need = fit.weights_bytes + fit.kv_cache_bytes + fit.compute_bytes
         detail = f"needs {gpu_need / GIB:.1f} GiB for weights, KV and compute at {params.ctx:,} tokens"
-        if claim.claimed_vram_gib and gpu_need > claim.claimed_vram_gib * GIB * 1.25:
-            out.append(ClaimCheck(claim.claim, "wrong", f"the guide says {claim.claimed_vram_gib:g} GB; it {detail}"))
+        if claimed_gib and gpu_need > claimed_gib * GIB * 1.25:
+            out.append(ClaimCheck(label, "wrong", f"the guide says {claimed_gib:g} GB; it {detail}"))
         elif not fit.fully_offloaded:
-            out.append(
-                ClaimCheck(
-                    claim.claim,
-                    "wrong",
-                    f"does not fit in VRAM: {fit.gpu_layers - 1} of "
-                    f"{fit.model.arch.n_layer} layers offload; it {detail}",
-                )
-            )
+            layers = f"{max(fit.gpu_layers - 1, 0)} of {fit.model.arch.n_layer} layers"
+            out.append(ClaimCheck(label, "wrong", f"does not fit in VRAM, only {layers} offload; it {detail}"))
         elif not _headroom_ok(fit):
-            out.append(ClaimCheck(claim.claim, "tight", f"fits with under {HEADROOM:.0%} to spare; it {detail}"))
+            out.append(ClaimCheck(label, "tight", f"fits with under {HEADROOM:.0%} to spare; it {detail}"))
         else:
-            out.append(ClaimCheck(claim.claim, "ok", f"fits; it {detail}, ~{fit.decode_tokens_per_s or 0:.0f} tok/s"))
+            out.append(ClaimCheck(label, "ok", f"fits; it {detail}, ~{fit.decode_tokens_per_s or 0:.0f} tok/s"))
     return out
