@@ -15,6 +15,7 @@ __all__ = [
     "CatalogError",
     "EngineError",
     "GGUFError",
+    "GatewayError",
     "HomeLLMError",
     "NotFoundError",
     "UsageError",
@@ -77,3 +78,17 @@ def suggest(name: str, known: Iterable[str], limit: int = 3) -> list[str]:
         if contains or ratio >= 0.5:
             scored.append((not contains, _edit_distance(lowered, c), -ratio, candidate))
     return [s[-1] for s in sorted(scored)[:limit]]
+
+
+class GatewayError(HomeLLMError):
+    """A request the gateway refuses or cannot complete; rendered in the front's own error shape."""
+
+    def __init__(self, status: int, message: str, code: str = "", headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or {
+            400: "invalid_request", 401: "invalid_api_key", 403: "forbidden", 404: "not_found",
+            405: "method_not_allowed", 413: "request_too_large", 429: "rate_limited", 501: "not_implemented",
+            502: "backend_error", 503: "backend_unavailable", 504: "backend_timeout",
+        }.get(status, "error")  # fmt: skip
+        self.headers = headers or {}

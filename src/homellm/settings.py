@@ -1,16 +1,24 @@
-"""homellm's one settings object: defaults < ``HOMELLM_*`` environment < CLI flags.
+"""homellm's one settings object: defaults < TOML file < ``HOMELLM_*`` environment < CLI flags.
 
-Nothing else reads ``os.environ``. Later issues add the TOML layer and the
-gateway's settings here.
+Nothing else reads ``os.environ``. ``homellm serve --help`` and the gateway's startup log
+render these fields with their descriptions.
 """
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+# Loopback, the private ranges, link-local, CGNAT (Tailscale) and IPv6 unique-local.
+DEFAULT_ALLOW_CIDRS = [
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+    "169.254.0.0/16", "fe80::/10", "100.64.0.0/10", "fc00::/7",
+]  # fmt: skip
 
 
 def _default_home() -> Path:
@@ -19,18 +27,102 @@ def _default_home() -> Path:
     return Path(platformdirs.user_data_dir("homellm", appauthor=False))
 
 
+_config_override: Path | None = None
+
+
+def config_file() -> Path:
+    """``--config``, else ``HOMELLM_CONFIG``, else ``HOMELLM_HOME/config.toml``."""
+    if _config_override is not None:
+        return _config_override
+    explicit = os.environ.get("HOMELLM_CONFIG")
+    if explicit:
+        return Path(explicit)
+    home = os.environ.get("HOMELLM_HOME")
+    return (Path(home) if home else _default_home()) / "config.toml"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOMELLM_", extra="ignore")
 
-    home: Path = Field(default_factory=_default_home, description="config and state (HOMELLM_HOME)")
+    home: Path = Field(default_factory=_default_home, description="config and state (keys, usage, TLS)")
     models_dir: Path | None = Field(None, description="GGUF models folder (default: HOME/models)")
-    debug: bool = Field(False, description="show full tracebacks (HOMELLM_DEBUG=1)")
+    debug: bool = Field(False, description="show full tracebacks")
+
+    # gateway
+    host: str = Field("127.0.0.1", description="address the gateway binds to")
+    port: int = Field(11435, ge=1, le=65535, description="gateway port")
+    backend: str | None = Field(None, description="URL of an Ollama or OpenAI-compatible server")
+    model: Path | None = Field(None, description="a GGUF file for the embedded engine")
+    tls: bool | None = Field(None, description="serve HTTPS (default: on unless bound to loopback)")
+    tls_cert: Path | None = Field(None, description="your own certificate (PEM)")
+    tls_key: Path | None = Field(None, description="its private key (PEM)")
+    insecure: bool = Field(False, description="allow plain HTTP or no keys beyond loopback (loudly warned)")
+    allow_cidrs: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW_CIDRS), description="client IP allowlist")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="extra Host names accepted (DNS rebinding guard)"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API")
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest request body")
+    header_timeout_s: float = Field(10.0, gt=0, description="time allowed to send request headers (slowloris)")
+    idle_timeout_s: float = Field(300.0, gt=0, description="longest silence from the backend mid-stream")
+    keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connection timeout")
+    requests_per_minute: int = Field(120, ge=0, description="per key; 0 = unlimited")
+    max_streams_per_key: int = Field(4, ge=0, description="concurrent requests per key; 0 = unlimited")
+    log_prompts: bool = Field(False, description="store prompt text in the usage log (off: counts only)")
+    engine_ctx: int | None = Field(None, description="embedded engine context (default: chosen by the advisor)")
+    engine_port: int = Field(0, ge=0, le=65535, description="embedded engine's loopback port (0 = any free one)")
+
+    @field_validator("allow_cidrs", "allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):  # HOMELLM_ALLOW_CIDRS=10.0.0.0/8,192.168.1.0/24
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return (init_settings, env_settings, toml)
 
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.home / "models"
 
+    @property
+    def tls_enabled(self) -> bool:
+        from homellm.serve.network import is_loopback_bind
+
+        return self.tls if self.tls is not None else not is_loopback_bind(self.host)
+
 
 @cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings with CLI flags applied on top (``None`` means 'not given'); ``config`` is --config."""
+    from pydantic import ValidationError
+
+    from homellm.errors import UsageError
+
+    global _config_override
+    if config is not None:
+        if not config.is_file():
+            raise UsageError(f"no such config file: {config}")
+        _config_override = config
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"invalid setting {where}: {first['msg']}") from None
+    except Exception as exc:  # a malformed config.toml
+        raise UsageError(f"cannot read {config_file()}: {exc}") from None

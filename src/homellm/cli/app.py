@@ -8,7 +8,7 @@ import sys
 import typer
 
 from homellm import __version__
-from homellm.cli import advisor
+from homellm.cli import advisor, gateway, keys, usage
 
 app = typer.Typer(
     name="homellm",
@@ -19,6 +19,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 advisor.register(app)
+app.command("serve")(gateway.serve)
+app.command("up")(gateway.up)
+app.add_typer(keys.app, name="keys")
+app.command("usage")(usage.usage)
 
 
 def _version(value: bool) -> None:

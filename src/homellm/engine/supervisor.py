@@ -1,0 +1,151 @@
+"""Run llama-cpp-python's OpenAI-compatible server on loopback and keep it alive.
+
+The engine runs as a child process (``python -m llama_cpp.server``): a crash in llama.cpp
+cannot take the gateway down, and the supervisor restarts it with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger("homellm.engine")
+
+
+@dataclass(frozen=True)
+class EngineModel:
+    alias: str
+    path: Path
+    n_ctx: int
+    n_gpu_layers: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class EngineSupervisor:
+    BACKOFF_START = 1.0
+    BACKOFF_MAX = 30.0
+    STABLE_AFTER = 60.0  # a run this long resets the backoff
+
+    def __init__(self, models: list[EngineModel], workdir: Path, port: int = 0) -> None:
+        self.models = models
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready = False
+        self.restarts = 0
+        self.last_exit: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def _config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "models": [
+                {
+                    "model": str(m.path),
+                    "model_alias": m.alias,
+                    "n_ctx": m.n_ctx,
+                    "n_gpu_layers": m.n_gpu_layers,
+                    "embedding": True,
+                    "verbose": False,
+                }
+                for m in self.models
+            ],
+        }
+        path = self.workdir / "engine.json"
+        path.write_text(json.dumps(cfg, indent=2))
+        return path
+
+    def _spawn(self) -> None:
+        config = self._config()
+        logfile = (self.workdir / "engine.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config)],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        logfile.close()
+
+    async def _healthy(self, client: httpx.AsyncClient) -> bool:
+        try:
+            return (await client.get("/v1/models")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def start(self, timeout: float = 120.0) -> None:
+        """Start the engine and wait until it answers."""
+        self._spawn()
+        await self._wait_ready(timeout)
+        self._task = asyncio.create_task(self._supervise())
+
+    async def _wait_ready(self, timeout: float) -> None:
+        from homellm.errors import EngineError
+
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    self.last_exit = self.process.returncode
+                    raise EngineError(
+                        f"the engine exited with code {self.last_exit}; see {self.workdir / 'engine.log'}"
+                    )
+                if await self._healthy(client):
+                    self.ready = True
+                    return
+                await asyncio.sleep(0.2)
+        raise EngineError(f"the engine did not answer within {timeout:.0f}s; see {self.workdir / 'engine.log'}")
+
+    async def _supervise(self) -> None:
+        backoff = self.BACKOFF_START
+        while not self._stopping:
+            started = time.monotonic()
+            assert self.process is not None
+            while self.process.poll() is None and not self._stopping:
+                await asyncio.sleep(0.5)
+            if self._stopping:
+                return
+            self.ready = False
+            self.last_exit = self.process.returncode
+            if time.monotonic() - started > self.STABLE_AFTER:
+                backoff = self.BACKOFF_START
+            log.warning("engine exited with code %s; restarting in %.0fs", self.last_exit, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.BACKOFF_MAX)
+            self.restarts += 1
+            self._spawn()
+            with contextlib.suppress(Exception):
+                await self._wait_ready(120.0)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.ready = False
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self.process.wait), 10)
+            except TimeoutError:
+                self.process.kill()

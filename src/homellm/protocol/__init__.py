@@ -1,0 +1,1 @@
+"""Wire types of the two APIs homellm speaks, and pure converters between them."""

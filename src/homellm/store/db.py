@@ -1,0 +1,74 @@
+"""The SQLite database and its ordered migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+
+def m001_keys(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE keys (
+            name TEXT PRIMARY KEY,
+            prefix TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE,
+            models TEXT,            -- JSON list, NULL = every model
+            admin INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            revoked_at REAL,
+            last_used_at REAL
+        )"""
+    )
+
+
+def m002_usage(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE usage (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            key_name TEXT,
+            client_ip TEXT,
+            method TEXT NOT NULL,
+            route TEXT NOT NULL,
+            model TEXT,
+            status INTEGER NOT NULL,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            ttft_ms REAL,
+            duration_ms REAL NOT NULL,
+            cancelled INTEGER NOT NULL DEFAULT 0,
+            prompt TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX usage_ts ON usage(ts)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_keys, m002_usage]
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating) the database, switch to WAL and apply pending migrations."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    done = {row["name"] for row in db.execute("SELECT name FROM _migrations")}
+    for migration in MIGRATIONS:
+        if migration.__name__ not in done:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                migration(db)
+                db.execute("INSERT INTO _migrations VALUES (?, julianday('now'))", (migration.__name__,))
+    with contextlib.suppress(OSError):  # not every filesystem has modes
+        path.chmod(0o600)
+    return db
+
+
+def database_path(home: Path) -> Path:
+    return home / "homellm.db"

@@ -1,0 +1,136 @@
+"""API keys: high-entropy, shown once, stored as SHA-256 hashes, scoped to models, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from homellm.errors import NotFoundError, UsageError
+
+KEY_PREFIX = "hlm_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    prefix: str
+    models: tuple[str, ...] | None  # None: every model
+    admin: bool
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+    def active(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def may_use(self, model: str) -> bool:
+        return self.models is None or _model_matches(model, self.models)
+
+
+def _model_matches(model: str, allowed: tuple[str, ...]) -> bool:
+    """``qwen2.5`` allows every ``qwen2.5:*`` tag; ``qwen2.5:14b`` allows that tag (and ``:latest`` rules)."""
+    name = model.strip().lower()
+    base = name.removesuffix(":latest")
+    for entry in allowed:
+        e = entry.strip().lower()
+        if name == e or base == e.removesuffix(":latest") or (":" not in e and name.split(":")[0] == e):
+            return True
+    return False
+
+
+def parse_duration(text: str) -> float:
+    m = _DURATION.match(text.strip().lower())
+    if not m or int(m.group(1)) == 0:
+        raise UsageError(f"cannot read the duration {text!r}; write it like 30d, 12h or 2w")
+    return int(m.group(1)) * _SECONDS[m.group(2)]
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _row(row: sqlite3.Row) -> ApiKey:
+    models = json.loads(row["models"]) if row["models"] is not None else None
+    return ApiKey(
+        name=row["name"],
+        prefix=row["prefix"],
+        models=tuple(models) if models is not None else None,
+        admin=bool(row["admin"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        last_used_at=row["last_used_at"],
+    )
+
+
+class KeyStore:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def create(
+        self, name: str, models: list[str] | None = None, admin: bool = False, expires_in: float | None = None
+    ) -> tuple[ApiKey, str]:
+        """Create a key; the plaintext is returned once and never stored."""
+        if not _NAME.match(name):
+            raise UsageError("a key name is 1-64 letters, digits, spaces or . _ @ - (e.g. 'alice-laptop')")
+        if models is not None and not [m for m in models if m.strip()]:
+            raise UsageError("--models needs at least one model name")
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        now = time.time()
+        try:
+            self.db.execute(
+                "INSERT INTO keys (name, prefix, hash, models, admin, created_at, expires_at) VALUES (?,?,?,?,?,?,?)",
+                (
+                    name,
+                    secret[:8],
+                    hash_key(secret),
+                    json.dumps([m.strip() for m in models if m.strip()]) if models is not None else None,
+                    int(admin),
+                    now,
+                    now + expires_in if expires_in else None,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise UsageError(f"a key named {name!r} already exists; revoke it or pick another name") from None
+        return self.get(name), secret
+
+    def get(self, name: str) -> ApiKey:
+        row = self.db.execute("SELECT * FROM keys WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError("key", name, [k.name for k in self.list()])
+        return _row(row)
+
+    def list(self) -> list[ApiKey]:
+        return [_row(r) for r in self.db.execute("SELECT * FROM keys ORDER BY created_at")]
+
+    def revoke(self, name: str) -> ApiKey:
+        key = self.get(name)
+        if key.revoked_at is None:
+            self.db.execute("UPDATE keys SET revoked_at = ? WHERE name = ?", (time.time(), name))
+        return self.get(name)
+
+    def verify(self, presented: str) -> ApiKey | None:
+        """The active key matching ``presented``, else None. The hash is compared in constant time."""
+        digest = hash_key(presented)
+        row = self.db.execute("SELECT * FROM keys WHERE hash = ?", (digest,)).fetchone()
+        if row is None or not hmac.compare_digest(row["hash"], digest):
+            return None
+        key = _row(row)
+        return key if key.active() else None
+
+    def touch(self, name: str) -> None:
+        self.db.execute("UPDATE keys SET last_used_at = ? WHERE name = ?", (time.time(), name))
+
+    def count_active(self) -> int:
+        return sum(1 for k in self.list() if k.active())

@@ -1,0 +1,100 @@
+"""The usage log: one row per request, written off the request path by a background thread."""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import astuple, dataclass
+from typing import Any
+
+from homellm.errors import UsageError
+
+
+@dataclass
+class UsageRecord:
+    ts: float
+    key_name: str | None
+    client_ip: str | None
+    method: str
+    route: str
+    model: str | None
+    status: int
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    duration_ms: float = 0.0
+    cancelled: bool = False
+    prompt: str | None = None
+
+
+_INSERT = (
+    "INSERT INTO usage (ts, key_name, client_ip, method, route, model, status, prompt_tokens, completion_tokens,"
+    " ttft_ms, duration_ms, cancelled, prompt) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+class UsageWriter:
+    """Queues records and commits them in batches from one thread, so requests never wait on SQLite."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self._queue: queue.Queue[UsageRecord | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="homellm-usage", daemon=True)
+        self._thread.start()
+
+    def record(self, rec: UsageRecord) -> None:
+        self._queue.put(rec)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first]
+            while not self._queue.empty() and len(batch) < 500:
+                batch.append(self._queue.get_nowait())
+            rows = [astuple(r) for r in batch if r is not None]
+            if rows:
+                with self.db:
+                    self.db.executemany(_INSERT, rows)
+            if None in batch:
+                return
+
+    def close(self) -> None:
+        """Flush everything queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+
+_GROUPS = {"key": "COALESCE(key_name, '(none)')", "model": "COALESCE(model, '-')", "day": "date(ts, 'unixepoch')"}
+
+
+def summarize(db: sqlite3.Connection, by: str = "key", since: float | None = None) -> list[dict[str, Any]]:
+    if by not in _GROUPS:
+        raise UsageError(f"--by must be one of {', '.join(_GROUPS)}")
+    sql = (
+        f"SELECT {_GROUPS[by]} AS grp, COUNT(*) AS requests, SUM(status >= 400) AS errors,"
+        " COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, COALESCE(SUM(completion_tokens), 0) AS completion_tokens,"
+        " AVG(ttft_ms) AS avg_ttft_ms, AVG(duration_ms) AS avg_duration_ms, MAX(ts) AS last"
+        " FROM usage WHERE ts >= ? GROUP BY grp ORDER BY requests DESC"
+    )
+    rows = db.execute(sql, (since or 0,)).fetchall()
+    # a sqlite3.Row iterates over values, so the column names need .keys()
+    return [{by: r["grp"], **{k: r[k] for k in r.keys() if k != "grp"}} for r in rows]  # noqa: SIM118
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``7d``, ``24h`` (ago) or an ISO date ``2026-11-01``."""
+    from datetime import datetime
+
+    from homellm.store.keys import parse_duration
+
+    now = time.time() if now is None else now
+    try:
+        return now - parse_duration(text)
+    except UsageError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise UsageError(f"cannot read --since {text!r}; write 7d, 24h or 2026-11-01") from None
