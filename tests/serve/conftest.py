@@ -19,7 +19,7 @@ import pytest
 
 from homellm.serve.app import Gateway
 from homellm.serve.backends import Backend, OllamaBackend, OpenAIBackend
-from homellm.serve.server import header_timeout_protocol
+from homellm.serve.server import uvicorn_options
 from homellm.settings import Settings
 from homellm.store import open_database
 from homellm.store.keys import KeyStore
@@ -100,8 +100,7 @@ def run_gateway(home: Path, backend: Backend, **overrides: Any) -> Iterator[tupl
     settings = Settings(home=home, port=free_port(), **overrides)
     db = open_database(home)
     gateway = Gateway(settings, backend, KeyStore(db), UsageWriter(db))
-    with serve_in_thread(gateway, port=settings.port, http=header_timeout_protocol(settings.header_timeout_s),
-                         timeout_keep_alive=5) as url:  # fmt: skip
+    with serve_in_thread(gateway, port=settings.port, **uvicorn_options(settings, None)) as url:
         yield url, gateway
 
 

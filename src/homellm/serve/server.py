@@ -124,23 +124,25 @@ def header_timeout_protocol(timeout: float) -> type:
     return HeaderTimeoutProtocol
 
 
+def uvicorn_options(settings: Settings, tls: TlsFiles | None) -> dict[str, Any]:
+    """The uvicorn settings the gateway always runs with (tests use them too)."""
+    return {
+        "http": header_timeout_protocol(settings.header_timeout_s),
+        "ssl_certfile": str(tls.cert) if tls else None,
+        "ssl_keyfile": str(tls.key) if tls else None,
+        "timeout_keep_alive": int(settings.keep_alive_s),
+        "h11_max_incomplete_event_size": 64 * 1024,
+        "server_header": False,
+        "proxy_headers": False,  # never trust X-Forwarded-For: the IP allowlist uses the real peer
+        "access_log": False,
+    }
+
+
 def run(plan: Plan, app: Any) -> None:
     import uvicorn
 
     s = plan.settings
     config = uvicorn.Config(
-        app,
-        host=s.host,
-        port=s.port,
-        http=header_timeout_protocol(s.header_timeout_s),
-        ssl_certfile=str(plan.tls.cert) if plan.tls else None,
-        ssl_keyfile=str(plan.tls.key) if plan.tls else None,
-        timeout_keep_alive=int(s.keep_alive_s),
-        h11_max_incomplete_event_size=64 * 1024,
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,  # never trust X-Forwarded-For for the IP allowlist
+        app, host=s.host, port=s.port, lifespan="on", log_level="warning", **uvicorn_options(s, plan.tls)
     )
     uvicorn.Server(config).run()

@@ -185,6 +185,7 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: 
     import uvicorn
 
     port = port or free_port()
+    config.setdefault("access_log", False)
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", **config)
     server = uvicorn.Server(cfg)
     thread = threading.Thread(target=server.run, daemon=True)
