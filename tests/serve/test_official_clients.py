@@ -6,7 +6,6 @@ import httpx
 import ollama
 import openai
 import pytest
-
 from tests.serve.conftest import EngineGateway, Keys
 
 pytestmark = pytest.mark.engine

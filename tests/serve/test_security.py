@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.serve.conftest import Fake, Keys, run_gateway
 
 from homellm.serve.backends import OllamaBackend, OpenAIBackend
-from tests.serve.conftest import Fake, Keys, run_gateway
 
 CHAT = {"model": "fake:small", "messages": [{"role": "user", "content": "hi"}], "stream": False}
 MODEL_ROUTES = [

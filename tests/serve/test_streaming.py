@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.serve.conftest import EngineGateway, Fake, Keys, run_gateway
 
 from homellm.serve.backends import OllamaBackend, OpenAIBackend
 from homellm.store import open_database
 from homellm.store.usage import summarize
-from tests.serve.conftest import EngineGateway, Fake, Keys, run_gateway
 
 AUTH = "Authorization"
 
