@@ -62,17 +62,17 @@ def _banner(plan: Plan, key: str | None) -> None:
     if not is_loopback_bind(s.host) and s.host not in ("0.0.0.0", "::"):
         hosts = [s.host]
     urls = [f"{plan.scheme}://{h}:{s.port}" for h in hosts]
-    console.print(f"[bold green]homellm gateway[/] in front of {plan.backend.describe()}")
+    console.print(f"[bold green]homellm gateway[/] in front of {plan.backend.describe()}", soft_wrap=True)
     for u in urls:
-        console.print(f"  {u}")
+        console.print(f"  {u}", soft_wrap=True)
     if plan.tls:
-        console.print(f"  TLS certificate fingerprint: [bold]{plan.tls.fingerprint}[/]")
-        console.print(f"  [dim]certificate: {plan.tls.cert}{' (new)' if plan.tls.generated else ''}[/]")
+        console.print(f"  TLS certificate fingerprint: [bold]{plan.tls.fingerprint}[/]", soft_wrap=True)
+        console.print(f"  [dim]certificate: {plan.tls.cert}{' (new)' if plan.tls.generated else ''}[/]", soft_wrap=True)
     shown = key or "<your key>"
     if key:
         console.print(f"\n  Admin key (shown once, keep it safe): [bold]{key}[/]", soft_wrap=True)
     url = urls[0]
-    console.print("\n[bold]Connect from another machine[/]")
+    console.print("\n[bold]Connect from another machine[/]", soft_wrap=True)
     if plan.tls:
         console.print(f"  curl -k --pinnedpubkey '{_spki_pin(plan.tls.cert)}' -H 'Authorization: Bearer {shown}' "
                       f"{url}/api/tags", soft_wrap=True)  # fmt: skip
@@ -80,11 +80,14 @@ def _banner(plan: Plan, key: str | None) -> None:
                       "verify=ssl.create_default_context(cafile='cert.pem'))", soft_wrap=True)  # fmt: skip
         console.print(f"  OpenAI client:  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown} SSL_CERT_FILE=cert.pem",
                       soft_wrap=True)  # fmt: skip
-        console.print(f"  [dim](copy {plan.tls.cert} to the other machine as cert.pem, and compare the fingerprint)[/]")
+        console.print(
+            f"  [dim](copy {plan.tls.cert} to the other machine as cert.pem, and compare the fingerprint)[/]",
+            soft_wrap=True,
+        )
     else:
         console.print(f"  curl -H 'Authorization: Bearer {shown}' {url}/api/tags", soft_wrap=True)
         console.print(f"  OpenAI client:  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown}", soft_wrap=True)
-    console.print("\n[dim]Ctrl-C stops the gateway.[/]")
+    console.print("\n[dim]Ctrl-C stops the gateway.[/]", soft_wrap=True)
 
 
 def serve(

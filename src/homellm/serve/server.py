@@ -135,6 +135,9 @@ def uvicorn_options(settings: Settings, tls: TlsFiles | None) -> dict[str, Any]:
         "server_header": False,
         "proxy_headers": False,  # never trust X-Forwarded-For: the IP allowlist uses the real peer
         "access_log": False,
+        # on Ctrl-C / SIGTERM, give requests in flight a few seconds, not forever (idle keep-alive
+        # connections from clients would otherwise hold the shutdown open)
+        "timeout_graceful_shutdown": 5,
     }
 
 

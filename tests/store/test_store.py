@@ -1,0 +1,102 @@
+"""Keys and usage in real SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from homellm.errors import NotFoundError, UsageError
+from homellm.store import open_database
+from homellm.store.db import database_path
+from homellm.store.keys import KeyStore, parse_duration
+from homellm.store.usage import UsageRecord, UsageWriter, parse_since, summarize
+
+
+def test_database_is_private_wal_and_migrated_once(tmp_path: Path) -> None:
+    db = open_database(tmp_path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert oct(database_path(tmp_path).stat().st_mode & 0o777) == "0o600"
+    open_database(tmp_path)  # again: nothing to apply
+    names = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")]
+    assert names == ["m001_keys", "m002_usage"]
+
+
+def test_keys_are_high_entropy_hashed_and_shown_once(tmp_path: Path) -> None:
+    store = KeyStore(open_database(tmp_path))
+    key, secret = store.create("alice-laptop", ["qwen2.5"])
+    assert secret.startswith("hlm_") and len(secret) >= 40
+    assert store.verify(secret) == key
+    raw = database_path(tmp_path).read_bytes() + (tmp_path / "homellm.db-wal").read_bytes()
+    assert secret.encode() not in raw  # only the hash is stored
+    assert store.verify(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert {k.name for k in store.list()} == {"alice-laptop"}
+
+
+def test_model_allowlist_matching(tmp_path: Path) -> None:
+    store = KeyStore(open_database(tmp_path))
+    key, _ = store.create("k", ["qwen2.5", "llama3.1:8b"])
+    assert key.may_use("qwen2.5:14b") and key.may_use("qwen2.5") and key.may_use("QWEN2.5:7B")
+    assert key.may_use("llama3.1:8b")
+    assert not key.may_use("llama3.1:70b") and not key.may_use("qwen2.5-coder:7b") and not key.may_use("")
+    latest, _ = store.create("l", ["phi4:latest"])
+    assert latest.may_use("phi4") and latest.may_use("phi4:latest")
+
+
+def test_revoke_and_expiry(tmp_path: Path) -> None:
+    store = KeyStore(open_database(tmp_path))
+    _, s1 = store.create("a")
+    _, s2 = store.create("b", expires_in=0.05)
+    store.revoke("a")
+    assert store.verify(s1) is None
+    assert store.verify(s2) is not None
+    time.sleep(0.1)
+    assert store.verify(s2) is None and store.count_active() == 0
+    with pytest.raises(NotFoundError, match="did you mean 'b'"):
+        store.revoke("b2")
+
+
+@pytest.mark.parametrize("bad", ["", " spaced", "x" * 65, "semi;colon", "../etc"])
+def test_key_names_are_checked(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(UsageError):
+        KeyStore(open_database(tmp_path)).create(bad)
+
+
+def test_duplicate_names_and_durations(tmp_path: Path) -> None:
+    store = KeyStore(open_database(tmp_path))
+    store.create("dup")
+    with pytest.raises(UsageError, match="already exists"):
+        store.create("dup")
+    assert parse_duration("30d") == 30 * 86400 and parse_duration("12h") == 43200 and parse_duration("2w") == 1209600
+    for bad in ("30", "0d", "soon", "-1d"):
+        with pytest.raises(UsageError):
+            parse_duration(bad)
+
+
+def test_usage_writer_batches_and_summarizes(tmp_path: Path) -> None:
+    db = open_database(tmp_path)
+    writer = UsageWriter(db)
+    now = time.time()
+    for i in range(50):
+        writer.record(UsageRecord(ts=now - i * 3600, key_name="alice" if i % 2 else "bob", client_ip="10.0.0.2",
+                                  method="POST", route="/api/chat", model="m", status=200 if i else 500,
+                                  prompt_tokens=10, completion_tokens=20, ttft_ms=50.0, duration_ms=100.0))  # fmt: skip
+    writer.close()
+    by_key = {r["key"]: r for r in summarize(db, "key")}
+    assert by_key["alice"]["requests"] == 25 and by_key["bob"]["errors"] == 1
+    assert by_key["alice"]["completion_tokens"] == 500
+    recent = summarize(db, "key", parse_since("10h", now + 1))
+    assert sum(r["requests"] for r in recent) == 10
+    assert len(summarize(db, "day")) >= 2
+    with pytest.raises(UsageError):
+        summarize(db, "color")
+    with pytest.raises(UsageError):
+        parse_since("yesterday-ish")
+
+
+def test_concurrent_connections_see_each_others_writes(tmp_path: Path) -> None:
+    a, b = open_database(tmp_path), sqlite3.connect(database_path(tmp_path))
+    KeyStore(a).create("x")
+    assert b.execute("SELECT COUNT(*) FROM keys").fetchone()[0] == 1
