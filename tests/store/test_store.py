@@ -77,6 +77,7 @@ def test_duplicate_names_and_durations(tmp_path: Path) -> None:
 
 def test_usage_writer_batches_and_summarizes(tmp_path: Path) -> None:
     db = open_database(tmp_path)
+    KeyStore(db).create("alice")
     writer = UsageWriter(db)
     now = time.time()
     for i in range(50):
@@ -84,6 +85,7 @@ def test_usage_writer_batches_and_summarizes(tmp_path: Path) -> None:
                                   method="POST", route="/api/chat", model="m", status=200 if i else 500,
                                   prompt_tokens=10, completion_tokens=20, ttft_ms=50.0, duration_ms=100.0))  # fmt: skip
     writer.close()
+    assert KeyStore(db).get("alice").last_used_at == now - 3600  # the latest of alice's records
     by_key = {r["key"]: r for r in summarize(db, "key")}
     assert by_key["alice"]["requests"] == 25 and by_key["bob"]["errors"] == 1
     assert by_key["alice"]["completion_tokens"] == 500

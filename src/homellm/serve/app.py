@@ -455,8 +455,6 @@ class Gateway:
                 self.metrics.tokens.labels(ctx.model, "completion").inc(stats.completion_tokens)
             if stats.ttft_ms is not None:
                 self.metrics.ttft.labels(ctx.model).observe(stats.ttft_ms / 1000)
-        if ctx.key is not None:
-            self.keys.touch(ctx.key.name)
         self.usage.record(
             UsageRecord(
                 ts=time.time(),

@@ -129,8 +129,5 @@ class KeyStore:
         key = _row(row)
         return key if key.active() else None
 
-    def touch(self, name: str) -> None:
-        self.db.execute("UPDATE keys SET last_used_at = ? WHERE name = ?", (time.time(), name))
-
     def count_active(self) -> int:
         return sum(1 for k in self.list() if k.active())

@@ -53,10 +53,17 @@ class UsageWriter:
             batch = [first]
             while not self._queue.empty() and len(batch) < 500:
                 batch.append(self._queue.get_nowait())
-            rows = [astuple(r) for r in batch if r is not None]
-            if rows:
+            records = [r for r in batch if r is not None]
+            if records:
+                last_used: dict[str, float] = {}
+                for r in records:
+                    if r.key_name:
+                        last_used[r.key_name] = max(r.ts, last_used.get(r.key_name, 0.0))
                 with self.db:
-                    self.db.executemany(_INSERT, rows)
+                    self.db.executemany(_INSERT, [astuple(r) for r in records])
+                    # keys' last use, batched here so that requests never wait on a write
+                    self.db.executemany("UPDATE keys SET last_used_at = ? WHERE name = ?",
+                                        [(ts, name) for name, ts in last_used.items()])  # fmt: skip
             if None in batch:
                 return
 

@@ -201,3 +201,20 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: 
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def main() -> None:  # pragma: no cover - used by benchmarks/gateway_overhead.py
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="a scripted model server on loopback")
+    parser.add_argument("--kind", choices=["ollama", "openai"], default="ollama")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app = make_app(args.kind, Script(), Recorder())
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
