@@ -30,21 +30,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from homellm.testing.fake_backend import free_port
+from homellm.testing.fake_backend import free_port, wait_until_up
 
 CHAT = {"model": "fake:small", "messages": [{"role": "user", "content": "hi"}], "stream": False,
         "options": {"num_predict": 1}}  # fmt: skip
-
-
-def _wait_http(url: str, headers: dict[str, str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, headers=headers, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 @contextmanager
@@ -86,7 +75,7 @@ http {{
   }}
 }}""")
         with process([exe, "-c", str(conf), "-p", tmp], cpu=1):
-            _wait_http(f"http://127.0.0.1:{port}/api/version", {})
+            wait_until_up(f"http://127.0.0.1:{port}/api/version")
             yield f"http://127.0.0.1:{port}"
 
 
@@ -188,8 +177,8 @@ def main() -> int:
         ):
             direct = f"http://127.0.0.1:{backend_port}"
             gateway = f"http://127.0.0.1:{gateway_port}"
-            _wait_http(direct + "/api/version", {})
-            _wait_http(gateway + "/api/version", auth)
+            wait_until_up(direct + "/api/version")
+            wait_until_up(gateway + "/api/version", headers=auth)
             targets = {"direct backend": (direct, {}), "through homellm": (gateway, auth)}
             if nginx_url:
                 targets["through nginx"] = (nginx_url, {})

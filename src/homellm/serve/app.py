@@ -296,18 +296,22 @@ class Gateway:
             stats = StreamStats(started=ctx.started)
             chunks = ollama_passthrough(upstream, stats) if "ndjson" in ctype else sse_passthrough(upstream, stats)
             return self._relay(chunks, upstream.status_code, ctype, stats, ctx)
-        try:
-            content = await upstream.aread()
-        except httpx.HTTPError as exc:
-            raise backend_failure(exc, self.backend) from exc
-        finally:
-            await upstream.aclose()
+        content = await self._read_answer(upstream)
         if upstream.status_code >= 400:
             return self._backend_error(ctx, upstream.status_code, content)
         if normalize_embeddings:
             content = _pool_openai_embeddings(content)
         self._note_usage_json(ctx, content)
         return Response(content, status_code=upstream.status_code, media_type=ctype or "application/json")
+
+    async def _read_answer(self, upstream: httpx.Response) -> bytes:
+        """The whole body of a non-streamed backend answer; transport errors become 502/504."""
+        try:
+            return await upstream.aread()
+        except httpx.HTTPError as exc:
+            raise backend_failure(exc, self.backend) from exc
+        finally:
+            await upstream.aclose()
 
     def _backend_error(self, ctx: Ctx, status: int, content: bytes) -> Response:
         """Re-render a backend error in the front's shape, keeping its status and message."""
@@ -396,12 +400,7 @@ class Gateway:
             stats = StreamStats(started=ctx.started)
             chunks = openai_to_ollama_stream(upstream, kind, ctx.model, stats)
             return self._relay(chunks, 200, "application/x-ndjson", stats, ctx)
-        try:
-            content = await upstream.aread()
-        except httpx.HTTPError as exc:
-            raise backend_failure(exc, self.backend) from exc
-        finally:
-            await upstream.aclose()
+        content = await self._read_answer(upstream)
         if upstream.status_code >= 400:
             return self._backend_error(ctx, upstream.status_code, content)
         resp = _json(content)
@@ -412,10 +411,7 @@ class Gateway:
         timing = translate.Timing()
         payload = json.dumps(translate.embed_to_openai(req)).encode()
         upstream = await self._send("POST", "/v1/embeddings", payload, {"content-type": "application/json"})
-        try:
-            content = await upstream.aread()
-        finally:
-            await upstream.aclose()
+        content = await self._read_answer(upstream)
         if upstream.status_code >= 400:
             return self._backend_error(ctx, upstream.status_code, content)
         resp = _json(_pool_openai_embeddings(content))

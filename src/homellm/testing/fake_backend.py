@@ -179,6 +179,22 @@ def free_port() -> int:
         return port
 
 
+def wait_until_up(url: str, timeout: float = 60, **client: Any) -> None:
+    """Poll ``url`` until it answers below 500 (``client`` goes to httpx: headers, verify)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1, **client).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not come up within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: Any) -> Iterator[str]:
     """Run an ASGI app with uvicorn in a background thread; yields its base URL."""
