@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 # Loopback, the private ranges, link-local, CGNAT (Tailscale) and IPv6 unique-local.
@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     log_prompts: bool = Field(False, description="store prompt text in the usage log (off: counts only)")
     engine_ctx: int | None = Field(None, description="embedded engine context (default: chosen by the advisor)")
     engine_port: int = Field(0, ge=0, le=65535, description="embedded engine's loopback port (0 = any free one)")
+    advertise: bool = Field(True, description="announce the gateway on the LAN with mDNS (_homellm._tcp)")
+
+    # other programs' variables that homellm reads (doctor, env)
+    ollama_host: str | None = Field(None, validation_alias=AliasChoices("OLLAMA_HOST"), description="Ollama's bind")
+    ollama_origins: str | None = Field(None, validation_alias=AliasChoices("OLLAMA_ORIGINS"),
+                                       description="Ollama's CORS origins")  # fmt: skip
+    shell: str | None = Field(None, validation_alias=AliasChoices("SHELL"), description="the user's shell")
 
     @field_validator("allow_cidrs", "allowed_hosts", "cors_origins", mode="before")
     @classmethod

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from homellm import __version__
-from homellm.cli import advisor, gateway, keys, usage
+from homellm.cli import advisor, connect, gateway, keys, usage
 
 app = typer.Typer(
     name="homellm",
@@ -23,6 +23,7 @@ app.command("serve")(gateway.serve)
 app.command("up")(gateway.up)
 app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
+connect.register(app)
 
 
 def _version(value: bool) -> None:

@@ -12,6 +12,7 @@ import typer
 from homellm.cli.output import console, err_console
 
 if TYPE_CHECKING:
+    from homellm.discovery import Advertiser
     from homellm.serve.server import Plan
     from homellm.settings import Settings
     from homellm.store.keys import KeyStore
@@ -38,9 +39,25 @@ def _start(settings: Settings, models: list[Path] | None, banner_key: str | None
     keys = KeyStore(db)
     backend = make_backend(settings, models)
     plan = prepare(settings, backend, keys.count_active())
-    gateway = Gateway(settings, backend, keys, UsageWriter(db))
+    gateway = Gateway(settings, backend, keys, UsageWriter(db), plan.tls.fingerprint if plan.tls else None,
+                      _advertiser(plan))  # fmt: skip
     _banner(plan, banner_key)
     run(plan, gateway)
+
+
+def _advertiser(plan: Plan) -> Advertiser | None:
+    """mDNS for gateways that listen beyond loopback (unless advertise = false)."""
+    from homellm import __version__
+    from homellm.discovery import Advertiser
+    from homellm.serve.network import hostname, is_loopback_bind, lan_addresses
+
+    s = plan.settings
+    if not s.advertise or is_loopback_bind(s.host):
+        return None
+    addresses = [a for a in lan_addresses() if ":" not in a] if s.host in ("0.0.0.0", "::") else [s.host]
+    props = {"version": __version__, "fp": plan.tls.fingerprint if plan.tls else "", "api": "ollama,openai",
+             "tls": "1" if plan.tls else "0"}  # fmt: skip
+    return Advertiser(f"homellm on {hostname()}", s.port, addresses, props)
 
 
 def _spki_pin(cert: Path) -> str:

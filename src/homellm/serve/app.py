@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from homellm import __version__
+from homellm.discovery import Advertiser
 from homellm.errors import GatewayError
 from homellm.protocol import ollama as ow
 from homellm.protocol import translate
@@ -40,6 +41,7 @@ from homellm.serve.relay import (
 )
 from homellm.settings import Settings
 from homellm.store.keys import ApiKey, KeyStore
+from homellm.store.pairing import Pairing
 from homellm.store.usage import UsageRecord, UsageWriter
 
 log = logging.getLogger("homellm.gateway")
@@ -80,8 +82,19 @@ def error_response(front: Front, exc: GatewayError, cors: dict[str, str] | None 
 
 
 class Gateway:
-    def __init__(self, settings: Settings, backend: Backend, keys: KeyStore, usage: UsageWriter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        keys: KeyStore,
+        usage: UsageWriter,
+        fingerprint: str | None = None,
+        advertiser: Advertiser | None = None,
+    ) -> None:
         self.settings = settings
+        self.fingerprint = fingerprint
+        self.advertiser = advertiser
+        self.pairing = Pairing(keys.db)
         self.backend = backend
         self.keys = keys
         self.usage = usage
@@ -128,11 +141,15 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.backend.start()
+                    if self.advertiser is not None:
+                        await self.advertiser.start()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.advertiser is not None:
+                    await self.advertiser.stop()
                 await self.backend.close()
                 self.usage.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -169,6 +186,8 @@ class Gateway:
                 raise GatewayError(405, f"{ctx.method} is not allowed on {ctx.path}")
             raise GatewayError(404, f"no such endpoint: {ctx.method} {ctx.path}")
         ctx.front, ctx.route = route.front, ctx.path if route.op != "manage" else ctx.path.split("/sha256")[0]
+        if route.op == "pair":
+            return await self._pair(request)
         if route.public:
             return PlainTextResponse("Ollama is running", headers=cors)
         ctx.key = self._authenticate(request)
@@ -200,6 +219,16 @@ class Gateway:
         if (cors and isinstance(response, Response)) or (cors and isinstance(response, RelayResponse)):
             response.headers.update(cors)
         return response
+
+    async def _pair(self, request: Request) -> Response:
+        """A one-time code from `homellm pair` for a new device key, scoped by the code's policy."""
+        body = await self._read_body(request, Route("pair", "ollama"))
+        code, device = body.get("code"), body.get("device")
+        if not isinstance(code, str) or not isinstance(device, str) or not device.strip():
+            raise GatewayError(400, 'send {"code": "XXXX-XXXX", "device": "name of this device"}')
+        key, secret = self.pairing.redeem(code, device, self.keys)
+        return JSONResponse({"name": key.name, "key": secret, "models": list(key.models) if key.models else None,
+                             "fingerprint": self.fingerprint})  # fmt: skip
 
     def _authenticate(self, request: Request) -> ApiKey:
         presented = presented_key(request.headers)
@@ -265,6 +294,12 @@ class Gateway:
         op = route.op
         if op == "metrics":
             return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        if op == "health":
+            try:
+                names = await self._backend_models(refresh=True)
+            except GatewayError as exc:
+                return JSONResponse({"backend": "down", "detail": str(exc)}, status_code=exc.status)
+            return JSONResponse({"backend": "ok", "describe": b.describe(), "models": len(names)})
         if op == "version":
             if b.kind == "ollama":
                 return await self._forward(request, ctx)

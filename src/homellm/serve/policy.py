@@ -41,6 +41,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/v1/completions"): Route("openai", "openai", model_field="model", inference=True),
     ("POST", "/v1/embeddings"): Route("openai_embeddings", "openai", model_field="model", inference=True),
     ("GET", "/metrics"): Route("metrics", "ollama", admin=True),
+    # homellm's own: pairing trades a one-time code for a device key (no key needed, attempts are
+    # capped); health tells `homellm ping` whether the backend answers
+    ("POST", "/homellm/pair"): Route("pair", "ollama", public=True),
+    ("GET", "/homellm/health"): Route("health", "ollama"),
 }
 BLOB = Route("manage", "ollama", admin=True)
 _BLOB_PATH = re.compile(r"^/api/blobs/sha256[:-][0-9a-f]{64}$")

@@ -46,7 +46,21 @@ def m002_usage(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX usage_ts ON usage(ts)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_keys, m002_usage]
+def m003_pairing(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE pairing_codes (
+            hash TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            models TEXT,            -- JSON list for the device key, NULL = every model
+            used_at REAL,
+            used_by TEXT
+        )"""
+    )
+    db.execute("CREATE TABLE pairing_failures (ts REAL NOT NULL)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_keys, m002_usage, m003_pairing]
 
 
 def connect(path: Path) -> sqlite3.Connection:

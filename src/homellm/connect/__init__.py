@@ -1,0 +1,1 @@
+"""Using a homellm gateway from another machine: profiles, pairing, ping, chat and the bridge."""
