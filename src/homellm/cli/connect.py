@@ -70,9 +70,8 @@ def pair(
     if json_out:
         print_json({"code": code.code, "expires_at": code.expires_at, "fingerprint": fp})
         return
-    console.print(
-        f"Pairing code: [bold]{code.code}[/]  (valid until {time.strftime('%H:%M', time.localtime(code.expires_at))}, once)"
-    )
+    until = time.strftime("%H:%M", time.localtime(code.expires_at))
+    console.print(f"Pairing code: [bold]{code.code}[/]  (valid until {until}, once)")
     if fp:
         console.print(f"This server's fingerprint: [bold]{fp}[/]", soft_wrap=True)
     console.print(f"On the other machine run:\n  homellm connect {hostname()}.local --code {code.code}", soft_wrap=True)
@@ -213,6 +212,7 @@ def env(
 
 
 def register(app: typer.Typer) -> None:
-    for name, fn in (("discover", discover), ("pair", pair), ("connect", connect), ("ping", ping),
-                     ("list", list_models), ("run", run), ("chat", chat), ("bridge", bridge), ("env", env)):  # fmt: skip
+    commands = {"discover": discover, "pair": pair, "connect": connect, "ping": ping, "list": list_models,
+                "run": run, "chat": chat, "bridge": bridge, "env": env}  # fmt: skip
+    for name, fn in commands.items():
         app.command(name)(fn)
