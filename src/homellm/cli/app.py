@@ -8,7 +8,7 @@ import sys
 import typer
 
 from homellm import __version__
-from homellm.cli import advisor, connect, gateway, keys, usage
+from homellm.cli import advisor, connect, gateway, host, keys, usage
 
 app = typer.Typer(
     name="homellm",
@@ -24,6 +24,9 @@ app.command("up")(gateway.up)
 app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
 connect.register(app)
+app.command("firewall")(host.firewall)
+app.command("doctor")(host.doctor)
+app.add_typer(host.service_app, name="service")
 
 
 def _version(value: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import typer
@@ -212,7 +213,9 @@ def env(
 
 
 def register(app: typer.Typer) -> None:
-    commands = {"discover": discover, "pair": pair, "connect": connect, "ping": ping, "list": list_models,
-                "run": run, "chat": chat, "bridge": bridge, "env": env}  # fmt: skip
+    commands: dict[str, Callable[..., None]] = {
+        "discover": discover, "pair": pair, "connect": connect, "ping": ping, "list": list_models,
+        "run": run, "chat": chat, "bridge": bridge, "env": env,
+    }  # fmt: skip
     for name, fn in commands.items():
         app.command(name)(fn)

@@ -1,0 +1,1 @@
+"""Preparing the server machine: its firewall, an audit of risky settings, starting at boot."""
