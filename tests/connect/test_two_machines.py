@@ -1,0 +1,244 @@
+"""The README walkthrough on two machines: network namespaces joined by a veth pair stand in for
+the GPU PC and the laptop (loopback, with the reason printed, where namespaces cannot be made).
+
+GPU PC: ``homellm up --demo``; laptop: ``discover``, ``connect --code``, ``ping``, ``run``, ``chat``,
+``bridge`` and the official ollama client through the bridge; then the failure cases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.engine
+EXE = str(Path(sys.executable).with_name("homellm"))
+PORT = 11435
+
+
+@dataclass
+class Host:
+    ns: str | None  # None: this namespace (loopback fallback)
+    ip: str
+    home: Path
+
+    def cmd(self, *args: str) -> list[str]:
+        env = ["env", f"HOMELLM_HOME={self.home}", "COLUMNS=200"]
+        prefix = ["ip", "netns", "exec", self.ns] if self.ns else []
+        return [*prefix, *env, *args]
+
+    def homellm(self, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.cmd(EXE, *args), input=stdin, capture_output=True, text=True, timeout=timeout)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _netns_possible() -> str | None:
+    if sys.platform != "linux" or shutil.which("ip") is None:
+        return "needs Linux with iproute2"
+    if os.geteuid() != 0:
+        return "creating network namespaces needs root"
+    probe = f"hlmprobe{secrets.token_hex(3)}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"ip netns add failed: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+@pytest.fixture(scope="module")
+def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Host]]:
+    root = tmp_path_factory.mktemp("two-machines")
+    reason = _netns_possible()
+    if reason:
+        print(f"\n[two machines] network namespaces unavailable ({reason}); running over loopback instead")
+        yield Host(None, "127.0.0.1", root / "server"), Host(None, "127.0.0.1", root / "laptop")
+        return
+    tag = secrets.token_hex(3)
+    srv, lap, va, vb = f"hlm-srv-{tag}", f"hlm-lap-{tag}", f"hs{tag}", f"hl{tag}"
+    net = f"10.{77 + int(tag[:2], 16) % 100}.{int(tag[2:4], 16)}"
+    script = [
+        ["ip", "netns", "add", srv], ["ip", "netns", "add", lap],
+        ["ip", "link", "add", va, "type", "veth", "peer", "name", vb],
+        ["ip", "link", "set", va, "netns", srv], ["ip", "link", "set", vb, "netns", lap],
+        ["ip", "-n", srv, "addr", "add", f"{net}.1/24", "dev", va], ["ip", "-n", lap, "addr", "add", f"{net}.2/24", "dev", vb],
+        ["ip", "-n", srv, "link", "set", va, "up", "multicast", "on"], ["ip", "-n", lap, "link", "set", vb, "up", "multicast", "on"],
+        ["ip", "-n", srv, "link", "set", "lo", "up"], ["ip", "-n", lap, "link", "set", "lo", "up"],
+    ]  # fmt: skip
+    try:
+        for step in script:
+            subprocess.run(step, check=True, capture_output=True)
+        print(f"\n[two machines] GPU PC in netns {srv} ({net}.1), laptop in netns {lap} ({net}.2)")
+        yield Host(srv, f"{net}.1", root / "server"), Host(lap, f"{net}.2", root / "laptop")
+    finally:
+        for ns in (srv, lap):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def gpu_pc(machines: tuple[Host, Host]) -> Iterator[tuple[Host, str]]:
+    """``homellm up --demo`` on the GPU PC; yields the host and the admin key it printed."""
+    server, _ = machines
+    host_flag = [] if server.ns else ["--host", "127.0.0.1"]
+    proc = server.popen(EXE, "up", "--demo", "--port", str(PORT), *host_flag)
+    out = ""
+    deadline = time.monotonic() + 180
+    assert proc.stdout is not None
+    try:
+        while "Ctrl-C stops" not in out:
+            line = proc.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                pytest.fail(f"homellm up did not start: {out}")
+            out += line
+        key = next(w for w in out.split() if w.startswith("hlm_"))
+        yield server, key
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _profiles(laptop: Host) -> dict[str, object]:
+    data: dict[str, object] = json.loads((laptop.home / "profiles.json").read_text())
+    return data
+
+
+def test_walkthrough(machines: tuple[Host, Host], gpu_pc: tuple[Host, str]) -> None:
+    server, laptop = machines
+    # 1. discover (mDNS does not work on loopback-only setups)
+    if laptop.ns:
+        found = json.loads(laptop.homellm("discover", "--json", "--timeout", "5").stdout)
+        mine = [f for f in found if server.ip in f["addresses"]]
+        assert mine, f"discovery across the namespaces found {found}"
+        served_fp = mine[0]["fingerprint"]
+        assert served_fp.startswith("SHA256:") and mine[0]["port"] == PORT
+        target = mine[0]["name"]
+    else:
+        print("[two machines] discovery skipped: mDNS needs a non-loopback interface")
+        target = f"{server.ip}:{PORT}"
+    # 2. pair on the server, connect on the laptop
+    code = json.loads(server.homellm("pair", "--json").stdout)["code"]
+    r = laptop.homellm("connect", target, "--code", code, "--yes", "--name", "gpu-pc", "--device", "laptop")
+    assert r.returncode == 0, r.stderr
+    assert "paired: the server made key laptop" in r.stdout
+    profile_file = laptop.home / "profiles.json"
+    assert oct(profile_file.stat().st_mode & 0o777) == "0o600"
+    # the code works once
+    again = laptop.homellm("connect", target, "--code", code, "--yes", "--name", "other")
+    assert again.returncode == 2 and "wrong, used or expired" in again.stderr
+    # 3. ping, list, run, chat
+    ping = laptop.homellm("ping")
+    assert ping.returncode == 0, ping.stdout
+    for step in ("name resolution", "TCP connection", "TLS certificate", "authentication", "backend", "models"):
+        assert f"ok   {step}" in ping.stdout
+    assert laptop.homellm("list").stdout.split() == ["smollm2:135m"]
+    run = laptop.homellm("run", "smollm2:135m", "Say hello in three words.")
+    assert run.returncode == 0 and run.stdout.strip(), run.stderr
+    piped = laptop.homellm("run", "smollm2:135m", stdin="What is 2+2?")
+    assert piped.returncode == 0 and piped.stdout.strip()
+    chat = laptop.homellm("chat", "smollm2:135m", stdin='Hi there\n"""\nTwo lines\nof input\n"""\n/system Be brief\n/save '
+                          f"{laptop.home / 'chat.json'}\n/bye\n")  # fmt: skip
+    assert chat.returncode == 0, chat.stderr
+    saved = json.loads((laptop.home / "chat.json").read_text())
+    assert [m["role"] for m in saved["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    assert saved["messages"][3]["content"] == "Two lines\nof input"
+    # 4. env and the bridge with the official ollama client
+    env = laptop.homellm("env", "--shell", "fish").stdout
+    assert 'set -gx OLLAMA_HOST "http://127.0.0.1:11434"' in env and "OPENAI_API_KEY" in env
+    bridge = laptop.popen(EXE, "bridge", "--port", "11434")
+    try:
+        client_code = (
+            "import ollama, time\n"
+            "for _ in range(100):\n"
+            "    try:\n        ollama.Client(host='http://127.0.0.1:11434').list(); break\n"
+            "    except Exception: time.sleep(0.2)\n"
+            "c = ollama.Client(host='http://127.0.0.1:11434')\n"
+            "parts = list(c.chat(model='smollm2:135m', messages=[{'role': 'user', 'content': 'hi'}], stream=True,"
+            " options={'num_predict': 5}))\n"
+            "print('STREAMED', len(parts), parts[-1].done)\n"
+            "print('MODELS', [m.model for m in c.list().models])\n"
+        )
+        r = subprocess.run(laptop.cmd(sys.executable, "-c", client_code), capture_output=True, text=True, timeout=120)
+        assert "STREAMED" in r.stdout and "True" in r.stdout, r.stdout + r.stderr
+        assert "MODELS ['smollm2:135m']" in r.stdout
+        # a second bridge on the same port says what to do
+        busy = laptop.homellm("bridge", "--port", "11434")
+        assert busy.returncode == 2 and "port 11434 is in use" in busy.stderr and "--port" in busy.stderr
+    finally:
+        bridge.terminate()
+        bridge.wait(20)
+
+
+def test_failures_are_diagnosed(machines: tuple[Host, Host], gpu_pc: tuple[Host, str]) -> None:
+    server, laptop = machines
+    code = json.loads(server.homellm("pair", "--json").stdout)["code"]
+    assert laptop.homellm("connect", f"{server.ip}:{PORT}", "--code", code, "--yes", "--name", "pc").returncode == 0
+    data = _profiles(laptop)
+    good = dict(data["profiles"]["pc"])  # type: ignore[index]
+
+    def with_profile(**changes: str) -> None:
+        data["profiles"]["pc"] = {**good, **changes}  # type: ignore[index]
+        (laptop.home / "profiles.json").write_text(json.dumps(data))
+
+    # a closed port
+    with_profile(url=f"https://{server.ip}:{PORT + 1}")
+    ping = laptop.homellm("ping", "pc")
+    assert ping.returncode == 1 and "FAIL TCP connection" in ping.stdout and "not running there" in ping.stdout
+    # a wrong key
+    with_profile(key="hlm_wrong")
+    ping = laptop.homellm("ping", "pc")
+    assert ping.returncode == 1 and "FAIL authentication" in ping.stdout and "pair again" in ping.stdout
+    # a changed certificate (pinned to another one): refused, never silently accepted
+    from homellm.serve.tls import ensure_tls
+
+    other = ensure_tls(laptop.home / "other-server", None, None)
+    with_profile(cert_pem=other.cert.read_text(), fingerprint=other.fingerprint)
+    ping = laptop.homellm("ping", "pc")
+    assert ping.returncode == 1 and "FAIL TLS certificate" in ping.stdout
+    run = laptop.homellm("run", "smollm2:135m", "hi", "--profile", "pc")
+    assert run.returncode == 3 and "certificate of" in run.stderr and "changed" in run.stderr
+    assert "Traceback" not in run.stderr
+    with_profile()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ping", "nosuch"], "unknown profile 'nosuch'"),
+        (["connect", "ht!tp://x y", "--code", "AAAA-BBBB", "--yes"], "is not a host name, address or URL"),
+        (["connect", "10.254.254.254:9", "--code", "AAAA-BBBB", "--yes"], "cannot get a TLS certificate"),
+        (["connect", "example.invalid", "--yes"], "give --code CODE"),
+        (["env", "--shell", "tcsh"], "unknown shell 'tcsh'"),
+    ],
+)
+def test_bad_input_is_one_line(machines: tuple[Host, Host], gpu_pc: tuple[Host, str], args: list[str], message: str) -> None:
+    _, laptop = machines
+    r = laptop.homellm(*args, timeout=60)
+    assert r.returncode in (1, 2, 3) and message in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_expired_code_and_guessing_are_refused(machines: tuple[Host, Host], gpu_pc: tuple[Host, str]) -> None:
+    server, laptop = machines
+    code = json.loads(server.homellm("pair", "--json").stdout)["code"]
+    with sqlite3.connect(server.home / "homellm.db") as db:
+        db.execute("UPDATE pairing_codes SET expires_at = 0 WHERE used_at IS NULL")
+    r = laptop.homellm("connect", f"{server.ip}:{PORT}", "--code", code, "--yes")
+    assert r.returncode == 2 and "wrong, used or expired" in r.stderr
+    fresh = json.loads(server.homellm("pair", "--json").stdout)["code"]
+    for _ in range(5):
+        laptop.homellm("connect", f"{server.ip}:{PORT}", "--code", "ZZZZ-ZZZZ", "--yes")
+    r = laptop.homellm("connect", f"{server.ip}:{PORT}", "--code", fresh, "--yes")
+    assert r.returncode == 2 and "too many wrong pairing codes" in r.stderr
+    with sqlite3.connect(server.home / "homellm.db") as db:
+        db.execute("DELETE FROM pairing_failures")
