@@ -72,8 +72,10 @@ def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, H
         ["ip", "netns", "add", srv], ["ip", "netns", "add", lap],
         ["ip", "link", "add", va, "type", "veth", "peer", "name", vb],
         ["ip", "link", "set", va, "netns", srv], ["ip", "link", "set", vb, "netns", lap],
-        ["ip", "-n", srv, "addr", "add", f"{net}.1/24", "dev", va], ["ip", "-n", lap, "addr", "add", f"{net}.2/24", "dev", vb],
-        ["ip", "-n", srv, "link", "set", va, "up", "multicast", "on"], ["ip", "-n", lap, "link", "set", vb, "up", "multicast", "on"],
+        ["ip", "-n", srv, "addr", "add", f"{net}.1/24", "dev", va],
+        ["ip", "-n", lap, "addr", "add", f"{net}.2/24", "dev", vb],
+        ["ip", "-n", srv, "link", "set", va, "up", "multicast", "on"],
+        ["ip", "-n", lap, "link", "set", vb, "up", "multicast", "on"],
         ["ip", "-n", srv, "link", "set", "lo", "up"], ["ip", "-n", lap, "link", "set", "lo", "up"],
     ]  # fmt: skip
     try:
@@ -146,8 +148,8 @@ def test_walkthrough(machines: tuple[Host, Host], gpu_pc: tuple[Host, str]) -> N
     assert run.returncode == 0 and run.stdout.strip(), run.stderr
     piped = laptop.homellm("run", "smollm2:135m", stdin="What is 2+2?")
     assert piped.returncode == 0 and piped.stdout.strip()
-    chat = laptop.homellm("chat", "smollm2:135m", stdin='Hi there\n"""\nTwo lines\nof input\n"""\n/system Be brief\n/save '
-                          f"{laptop.home / 'chat.json'}\n/bye\n")  # fmt: skip
+    script = f'Hi there\n"""\nTwo lines\nof input\n"""\n/system Be brief\n/save {laptop.home / "chat.json"}\n/bye\n'
+    chat = laptop.homellm("chat", "smollm2:135m", stdin=script)
     assert chat.returncode == 0, chat.stderr
     saved = json.loads((laptop.home / "chat.json").read_text())
     assert [m["role"] for m in saved["messages"]] == ["system", "user", "assistant", "user", "assistant"]
@@ -221,7 +223,9 @@ def test_failures_are_diagnosed(machines: tuple[Host, Host], gpu_pc: tuple[Host,
         (["env", "--shell", "tcsh"], "unknown shell 'tcsh'"),
     ],
 )
-def test_bad_input_is_one_line(machines: tuple[Host, Host], gpu_pc: tuple[Host, str], args: list[str], message: str) -> None:
+def test_bad_input_is_one_line(
+    machines: tuple[Host, Host], gpu_pc: tuple[Host, str], args: list[str], message: str
+) -> None:
     _, laptop = machines
     r = laptop.homellm(*args, timeout=60)
     assert r.returncode in (1, 2, 3) and message in r.stderr, r.stdout + r.stderr
