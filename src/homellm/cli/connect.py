@@ -115,7 +115,8 @@ def connect(
     assert key is not None
     from urllib.parse import urlparse
 
-    profile = Profile(name or (urlparse(url).hostname or "server").removesuffix(".local"), url, seen, pem, key)
+    default = target.removeprefix("homellm on ") if target.startswith("homellm on ") else urlparse(url).hostname
+    profile = Profile(name or (default or "server").removesuffix(".local"), url, seen, pem, key)
     _profiles().save(profile)
     console.print(f"saved connection [bold]{profile.name}[/]. Try: homellm ping, homellm chat MODEL, homellm bridge")
 
