@@ -246,3 +246,18 @@ def test_expired_code_and_guessing_are_refused(machines: tuple[Host, Host], gpu_
     assert r.returncode == 2 and "too many wrong pairing codes" in r.stderr
     with sqlite3.connect(server.home / "homellm.db") as db:
         db.execute("DELETE FROM pairing_failures")
+
+
+def test_manual_connection_checks_the_given_fingerprint(machines: tuple[Host, Host], gpu_pc: tuple[Host, str]) -> None:
+    server, laptop = machines
+    made = json.loads(server.homellm("keys", "create", "tablet", "--models", "smollm2", "--json").stdout)
+    from homellm.serve.tls import fingerprint_of_pem
+
+    fp = fingerprint_of_pem((server.home / "tls" / "cert.pem").read_bytes())
+    url = f"https://{server.ip}:{PORT}"
+    wrong = fp[:-2] + ("00" if not fp.endswith("00") else "11")
+    r = laptop.homellm("connect", url, "--key", made["key"], "--fingerprint", wrong, "--name", "tablet")
+    assert r.returncode == 3 and "refusing to connect" in r.stderr
+    r = laptop.homellm("connect", url, "--key", made["key"], "--fingerprint", fp, "--name", "tablet")
+    assert r.returncode == 0 and "matches the fingerprint you gave" in r.stdout
+    assert laptop.homellm("list", "tablet").stdout.split() == ["smollm2:135m"]

@@ -10,7 +10,7 @@ import pytest
 
 from homellm.errors import NotFoundError, UsageError
 from homellm.store import open_database
-from homellm.store.db import database_path
+from homellm.store.db import MIGRATIONS, database_path
 from homellm.store.keys import KeyStore, parse_duration
 from homellm.store.usage import UsageRecord, UsageWriter, parse_since, summarize
 
@@ -20,8 +20,9 @@ def test_database_is_private_wal_and_migrated_once(tmp_path: Path) -> None:
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert oct(database_path(tmp_path).stat().st_mode & 0o777) == "0o600"
     open_database(tmp_path)  # again: nothing to apply
-    names = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")]
-    assert names == ["m001_keys", "m002_usage"]
+    names = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+    assert names == [m.__name__ for m in MIGRATIONS] and names == sorted(names)
+    assert {"keys", "usage", "pairing_codes"} <= {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
 
 
 def test_keys_are_high_entropy_hashed_and_shown_once(tmp_path: Path) -> None:
