@@ -8,7 +8,7 @@ import sys
 import typer
 
 from homellm import __version__
-from homellm.cli import advisor, connect, gateway, host, keys, usage
+from homellm.cli import advisor, bench, connect, gateway, host, keys, usage
 
 app = typer.Typer(
     name="homellm",
@@ -27,6 +27,7 @@ connect.register(app)
 app.command("firewall")(host.firewall)
 app.command("doctor")(host.doctor)
 app.add_typer(host.service_app, name="service")
+app.add_typer(bench.app, name="bench")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,1 @@
+"""``homellm bench``: speed and quality of what you serve, next to published figures."""
