@@ -66,9 +66,11 @@ def markdown(runs: list[dict[str, Any]]) -> str:
 
 def to_html(runs: list[dict[str, Any]]) -> str:
     sh, sr, qh, qr = rows(runs)
-    parts = ["<!doctype html><meta charset='utf-8'><title>homellm bench report</title>",
-             "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"]  # fmt: skip
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}"
+    )
+    parts = ["<!doctype html><meta charset='utf-8'><title>homellm bench report</title>", f"<style>{style}</style>"]
     for title, head, body in (("Speed", sh, sr), ("Quality", qh, qr)):
         if body:
             header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
