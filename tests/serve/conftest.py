@@ -4,17 +4,11 @@ behind ``homellm serve`` in a child process (started once per session)."""
 from __future__ import annotations
 
 import contextlib
-import os
-import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from homellm.serve.app import Gateway
@@ -25,33 +19,6 @@ from homellm.store import open_database
 from homellm.store.keys import KeyStore
 from homellm.store.usage import UsageWriter
 from homellm.testing.fake_backend import Recorder, Script, free_port, make_app, serve_in_thread
-
-
-@dataclass
-class Keys:
-    admin: str
-    alice: str  # may use fake:small and smollm2 only
-    bob: str  # every model, not admin
-    expired: str
-    revoked: str
-
-
-@pytest.fixture(scope="session")
-def gateway_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("gateway-home")
-
-
-@pytest.fixture(scope="session")
-def keys(gateway_home: Path) -> Keys:
-    store = KeyStore(open_database(gateway_home))
-    admin = store.create("admin", None, admin=True)[1]
-    alice = store.create("alice", ["fake:small", "smollm2"])[1]
-    bob = store.create("bob")[1]
-    expired = store.create("old", expires_in=0.001)[1]
-    revoked = store.create("gone")[1]
-    store.revoke("gone")
-    time.sleep(0.01)
-    return Keys(admin, alice, bob, expired, revoked)
 
 
 @dataclass
@@ -114,56 +81,3 @@ def ollama_gateway(gateway_home: Path, ollama_fake: Fake) -> Iterator[str]:
 def openai_gateway(gateway_home: Path, openai_fake: Fake) -> Iterator[str]:
     with run_gateway(gateway_home, OpenAIBackend(openai_fake.url)) as (url, _):
         yield url
-
-
-@dataclass
-class EngineGateway:
-    url: str
-    cert: Path
-    home: Path
-    log: Path
-
-    def client(self, key: str | None = None, **kw: Any) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, verify=self.ssl(), headers=headers, timeout=120, **kw)
-
-    def ssl(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.cert))
-
-
-def homellm_exe() -> str:
-    return str(Path(sys.executable).with_name("homellm"))
-
-
-@pytest.fixture(scope="session")
-def engine_gateway(gateway_home: Path, keys: Keys, smollm2: Path) -> Iterator[EngineGateway]:
-    """``homellm serve --model SmolLM2 --tls`` on loopback: the real llama.cpp engine behind the real gateway."""
-    port = free_port()
-    env = dict(os.environ, HOMELLM_HOME=str(gateway_home), HOMELLM_ENGINE_CTX="2048")
-    log = gateway_home / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([homellm_exe(), "serve", "--model", str(smollm2), "--tls", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-    cert = gateway_home / "tls" / "cert.pem"
-    url = f"https://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"homellm serve exited: {log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"homellm serve did not start: {log.read_text()[-2000:]}")
-            try:
-                ctx = ssl.create_default_context(cafile=str(cert)) if cert.exists() else None
-                if ctx and httpx.get(url + "/", verify=ctx, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        yield EngineGateway(url, cert, gateway_home, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()

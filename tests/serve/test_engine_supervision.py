@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from tests.serve.conftest import homellm_exe
+from tests.conftest import homellm_exe
 
 from homellm.store import open_database
 from homellm.store.keys import KeyStore

@@ -6,7 +6,7 @@ import httpx
 import ollama
 import openai
 import pytest
-from tests.serve.conftest import EngineGateway, Keys
+from tests.conftest import EngineGateway, Keys
 
 pytestmark = pytest.mark.engine
 MODEL = "smollm2:135m"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.serve.conftest import Fake, Keys, run_gateway
+from tests.conftest import Keys
+from tests.serve.conftest import Fake, run_gateway
 
 from homellm.serve.backends import OllamaBackend, OpenAIBackend
 

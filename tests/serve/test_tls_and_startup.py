@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from tests.serve.conftest import EngineGateway, Keys, homellm_exe
+from tests.conftest import EngineGateway, Keys, homellm_exe
 
 from homellm.errors import UsageError
 from homellm.serve.network import hostname, lan_addresses

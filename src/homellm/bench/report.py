@@ -34,7 +34,7 @@ def rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[s
             for lv in r["levels"]:
                 srv = lv["decode_server"]["p50"]
                 speed.append([r["model"], r["server"], str(lv["concurrency"]),
-                              str(lv["prompt_tokens"] or "n/a"),
+                              str(lv["prompt_tokens"] or r.get("calibrated_prompt_tokens") or "n/a"),
                               f"{1000 * lv['ttft']['p50']:.0f}" if lv["ttft"]["p50"] else "-",
                               f"{1000 * lv['tpot']['p50']:.1f}" if lv["tpot"]["p50"] else "-",
                               f"{lv['decode_client']['p50']:.1f}" if lv["decode_client"]["p50"] else "-",

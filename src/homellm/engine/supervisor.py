@@ -67,6 +67,9 @@ class EngineSupervisor:
         cfg = {
             "host": "127.0.0.1",
             "port": self.port,
+            # llama-cpp-python's server would otherwise abort a running generation whenever another
+            # request arrives; requests queue instead (one generation at a time per engine)
+            "interrupt_requests": False,
             "models": [
                 {
                     "model": str(m.path),
