@@ -1,0 +1,167 @@
+"""Benchmark runs: a loopback server with scripted token timing (the metrics must come out as worked
+out by hand), then the real engine through the gateway with the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from tests.conftest import EngineGateway, Keys
+
+from homellm.bench.speed import SpeedConfig, run_speed
+from homellm.bench.target import Target
+from homellm.connect.profiles import Profile, ProfileStore
+from homellm.serve.tls import fingerprint_of_pem
+from homellm.testing.fake_backend import serve_in_thread
+
+EXE = str(Path(sys.executable).with_name("homellm"))
+
+
+def scripted_app() -> Starlette:
+    """Ollama-style: prompt tokens = 10 + words; a stream sends an empty chunk at 0.1 s, then 5 tokens
+    at 0.3, 0.35, 0.40, 0.45 and 0.50 s, and reports eval_count 5 over eval_duration 0.2 s."""
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        words = len(body["messages"][-1]["content"].split())
+        if not body.get("stream", True):
+            return JSONResponse({"message": {"role": "assistant", "content": "x"}, "done": True,
+                                 "prompt_eval_count": 10 + words, "eval_count": 1})  # fmt: skip
+
+        async def gen() -> AsyncIterator[bytes]:
+            await asyncio.sleep(0.1)
+            yield b'{"message":{"role":"assistant","content":""},"done":false}\n'
+            await asyncio.sleep(0.2)
+            for i in range(5):
+                if i:
+                    await asyncio.sleep(0.05)
+                yield json.dumps({"message": {"role": "assistant", "content": f"t{i}"}, "done": False}).encode() + b"\n"
+            yield (
+                json.dumps(
+                    {
+                        "message": {"role": "assistant", "content": ""},
+                        "done": True,
+                        "eval_count": 5,
+                        "eval_duration": 200_000_000,
+                        "prompt_eval_count": 10 + words,
+                    }
+                ).encode()
+                + b"\n"
+            )
+
+        return StreamingResponse(gen(), media_type="application/x-ndjson")
+
+    async def version(request: Request) -> Response:
+        return JSONResponse({"version": "0.12.0"})
+
+    return Starlette(routes=[Route("/api/chat", chat, methods=["POST"]), Route("/api/version", version)])
+
+
+def test_metrics_come_out_as_computed_by_hand() -> None:
+    with serve_in_thread(scripted_app()) as url:
+        t = Target(url, label="scripted", api="ollama", server="scripted")
+        run = asyncio.run(
+            run_speed(t, SpeedConfig("m", [1, 2], prompt_tokens=60, max_tokens=5, requests=4), lambda: None)
+        )
+    assert run.calibrated_prompt_tokens == 60  # calibrated on the server's own count
+    one = run.levels[0]
+    assert one.requests == 4 and one.errors == 0
+    assert 0.29 <= (one.ttft.p50 or 0) <= 0.40  # the empty chunk at 0.1 s does not count
+    assert 0.049 <= (one.itl.p50 or 0) <= 0.075
+    assert 0.049 <= (one.tpot.p50 or 0) <= 0.075  # (0.50 - 0.30) / (5 - 1)
+    assert one.decode_server.p50 == pytest.approx(25.0)  # 5 tokens / 0.2 s, as the server reports
+    assert 13 <= (one.decode_client.p50 or 0) <= 20.5  # 4 tokens / 0.2 s at best
+    assert one.prompt_tokens == 60 and one.server_counted_tokens
+    two = run.levels[1]
+    assert two.errors == 0 and two.requests_per_s > one.requests_per_s  # the scripted server runs them in parallel
+
+
+@pytest.fixture(scope="module")
+def bench_home(tmp_path_factory: pytest.TempPathFactory, engine_gateway: EngineGateway, keys: Keys) -> Path:
+    home = tmp_path_factory.mktemp("bench-home")
+    pem = engine_gateway.cert.read_text()
+    ProfileStore(home).save(Profile("gw", engine_gateway.url, fingerprint_of_pem(pem.encode()), pem, keys.bob))
+    return home
+
+
+def bench(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HOMELLM_HOME=str(home), COLUMNS="200")
+    return subprocess.run([EXE, "bench", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.engine
+def test_speed_against_the_engine(bench_home: Path, tmp_path: Path) -> None:
+    r = bench(bench_home, "speed", "gw", "-m", "smollm2:135m", "--concurrency", "1,2", "--requests", "3",
+              "--prompt-tokens", "64", "--max-tokens", "16", "--json", "--plot", str(tmp_path / "p.png"),
+              "--csv", str(tmp_path / "c.csv"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    run = json.loads(r.stdout)
+    assert abs(run["calibrated_prompt_tokens"] - 64) <= 3
+    for level in run["levels"]:
+        assert level["errors"] == 0 and level["requests"] == 3
+        assert 0 < level["ttft"]["p50"] < level["e2e"]["p50"]
+        assert level["tpot"]["p50"] > 0 and level["output_tokens_per_s"] > 0
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((tmp_path / "c.csv").read_text().splitlines()) == 3
+    human = bench(bench_home, "speed", "gw", "-m", "smollm2:135m", "--concurrency", "1", "--requests", "2",
+                  "--prompt-tokens", "32", "--max-tokens", "8")  # fmt: skip
+    assert "TTFT p50/p90/p99 ms" in human.stdout and "prompts of" in human.stdout
+
+
+@pytest.mark.engine
+def test_quality_is_resumable_and_reported(bench_home: Path, engine_gateway: EngineGateway) -> None:
+    args = ("quality", "gw", "-m", "smollm2:135m", "--suite", "gsm8k", "--limit", "4", "--json")
+    first = bench(bench_home, *args)
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert result["n"] == 4 and 0 <= result["accuracy"] <= 1 and result["ci95"][0] <= result["accuracy"]
+    assert result["published"] and result["published"][0]["benchmark"] == "GSM8K"
+    log = bench_home / "bench" / "quality" / f"{result['run_id']}.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 4
+    log.write_text("\n".join(lines[:2]) + "\n")  # as if interrupted after two answers
+    db = engine_gateway.home / "homellm.db"
+
+    def asked() -> int:
+        import sqlite3
+
+        with sqlite3.connect(db) as c:
+            return int(
+                c.execute("SELECT COUNT(*) FROM usage WHERE route = '/api/chat' AND key_name = 'bob'").fetchone()[0]
+            )
+
+    before = asked()
+    second = bench(bench_home, *args)
+    assert second.returncode == 0 and json.loads(second.stdout)["n"] == 4
+    import time
+
+    time.sleep(1)  # the gateway's usage writer batches
+    assert asked() - before == 2  # only the missing answers were asked again
+    md = bench(bench_home, "report")
+    assert "## Speed" in md.stdout and "## Quality" in md.stdout and "1.4 (5-shot)" in md.stdout
+    out = bench_home / "r.html"
+    assert bench(bench_home, "report", "--format", "html", "-o", str(out)).returncode == 0
+    assert "<table>" in out.read_text() and "gsm8k" in out.read_text()
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    for args, message in [
+        (("speed", "-m", "x", "--concurrency", "one,two"), "--concurrency takes numbers"),
+        (("quality", "-m", "x", "--suite", "trivia"), "unknown suite"),
+        (("report",), "no saved runs yet"),
+        (("report", "--format", "pdf"), "--format must be md or html"),
+        (("speed", "http://127.0.0.1:9", "-m", "x"), "cannot reach"),
+    ]:
+        r = bench(tmp_path, *args)
+        assert r.returncode in (1, 2) and message in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
