@@ -14,6 +14,7 @@ from typing import Any
 from homellm.errors import HomeLLMError, UsageError
 
 SUITES = ("gsm8k", "mmlu", "humaneval")
+BUNDLED_GSM8K = 100  # problems in data/gsm8k-sample.jsonl; a --limit up to this runs offline
 HUB = {
     "gsm8k": ("openai/gsm8k", "main", "test"),
     "mmlu": ("cais/mmlu", "all", "test"),
@@ -121,7 +122,7 @@ def load(
             raise UsageError(f"no such file: {path}")
         rows = _mmlu_csv(path) if suite == "mmlu" and (path.is_dir() or path.suffix == ".csv") else _jsonl(path)
         source = str(path)
-    elif suite == "humaneval" or (suite == "gsm8k" and limit is not None and limit <= 30) or not online:
+    elif suite == "humaneval" or (suite == "gsm8k" and limit is not None and limit <= BUNDLED_GSM8K) or not online:
         bundled = _bundled(suite)
         if bundled is None:
             raise UsageError(f"no bundled {suite} sample; pass --data PATH")

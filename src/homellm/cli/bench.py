@@ -142,6 +142,8 @@ def _plot(run: SpeedRun, path: Path) -> None:
     b.set_ylabel("ms")
     b.set_title("Latency")
     b.legend()
+    for ax in (a, b):
+        ax.set_xticks(c)
     fig.suptitle(f"{run.model} on {run.server}"[:90])
     fig.tight_layout()
     fig.savefig(path, dpi=100)
