@@ -14,6 +14,7 @@ import pytest
 from homellm.serve.app import Gateway
 from homellm.serve.backends import Backend, OllamaBackend, OpenAIBackend
 from homellm.serve.server import uvicorn_options
+from homellm.serve.tls import TlsFiles
 from homellm.settings import Settings
 from homellm.store import open_database
 from homellm.store.keys import KeyStore
@@ -62,12 +63,14 @@ def openai_fake(_openai_fake: Fake) -> Fake:
 
 
 @contextlib.contextmanager
-def run_gateway(home: Path, backend: Backend, **overrides: Any) -> Iterator[tuple[str, Gateway]]:
-    """A gateway on a free loopback port with these settings."""
+def run_gateway(
+    home: Path, backend: Backend, tls: TlsFiles | None = None, **overrides: Any
+) -> Iterator[tuple[str, Gateway]]:
+    """A gateway on a free loopback port with these settings (HTTPS when ``tls`` is given)."""
     settings = Settings(home=home, port=free_port(), **overrides)
     db = open_database(home)
-    gateway = Gateway(settings, backend, KeyStore(db), UsageWriter(db))
-    with serve_in_thread(gateway, port=settings.port, **uvicorn_options(settings, None)) as url:
+    gateway = Gateway(settings, backend, KeyStore(db), UsageWriter(db), tls.fingerprint if tls else None)
+    with serve_in_thread(gateway, port=settings.port, **uvicorn_options(settings, tls)) as url:
         yield url, gateway
 
 
