@@ -159,3 +159,11 @@ def test_an_internal_error_is_one_line_without_traceback(
 def test_usage_errors_from_typer_exit_2() -> None:
     r = homellm("fit")
     assert r.returncode == 2 and "Missing argument" in r.stderr
+
+
+def test_models_scores_show_the_guides_benchmark_table(tmp_path: Path) -> None:
+    table = homellm("models", "--scores", home=tmp_path).stdout
+    assert "GPT-4o (cloud)" in table and "Claude 3.5 Sonnet (cloud)" in table and "deepseek-r1:671b" in table
+    data = json.loads(homellm("models", "--scores", "--json", home=tmp_path).stdout)
+    assert all(s["source"] for scores in data["cloud"].values() for s in scores)
+    assert {"HumanEval", "GSM8K"} <= {s["benchmark"] for s in data["cloud"]["Claude 3.5 Sonnet"]}

@@ -129,10 +129,6 @@ class GgmlType(Strict):
     type_size: int = Field(gt=0)
     source: str
 
-    @property
-    def bits_per_weight(self) -> float:
-        return 8 * self.type_size / self.block_size
-
     def row_bytes(self, n: int) -> int:
         return (n // self.block_size) * self.type_size
 

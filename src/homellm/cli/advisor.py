@@ -49,11 +49,25 @@ def _params(ctx: int, kv_type: str, flash_attn: bool, parallel: int) -> ContextP
     return ContextParams(ctx=ctx, kv_type=kv_type.lower(), flash_attn=flash_attn, parallel=parallel)
 
 
-def models(json_out: bool = JsonOpt) -> None:
+BENCHMARKS = ("MMLU", "MMLU-Pro", "HumanEval", "MT-Bench", "GSM8K", "AIME 2025", "SWE-Bench")
+
+
+def models(
+    json_out: bool = JsonOpt,
+    scores: bool = typer.Option(False, "--scores", help="Show the published benchmark table, cloud models included."),
+) -> None:
     """List the catalog's models: size, quantizations, Japanese ability and published scores."""
     catalog = _catalog()
     if json_out:
-        print_json([m.model_dump(mode="json") for m in catalog.models])
+        data: Any = [m.model_dump(mode="json") for m in catalog.models]
+        if scores:
+            data = {"models": data, "cloud": {n: [s.model_dump() for s in v] for n, v in catalog.cloud_scores.items()}}
+        print_json(data)
+        return
+    if scores:
+        rows = [(m.id, *_score_cells(m.benchmarks)) for m in catalog.models if m.benchmarks]
+        rows += [(f"{name} (cloud)", *_score_cells(s)) for name, s in catalog.cloud_scores.items()]
+        _print_table("Published scores (sources: homellm models --scores --json)", ("model", *BENCHMARKS), rows)
         return
     columns = ("id", "params>", "active>", "context>", "quants", "日本語", "uses", "license")
     rows = [
@@ -70,6 +84,11 @@ def models(json_out: bool = JsonOpt) -> None:
         for m in catalog.models
     ]
     _print_table("Models (id = Ollama tag)", columns, rows)
+
+
+def _score_cells(scores: Sequence[Any]) -> list[str]:
+    by_name = {s.benchmark: s for s in scores}
+    return [f"{by_name[b].score:g}" if b in by_name else "" for b in BENCHMARKS]
 
 
 def gpus(json_out: bool = JsonOpt) -> None:

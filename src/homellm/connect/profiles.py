@@ -116,10 +116,6 @@ class ProfileStore:
     def all(self) -> list[Profile]:
         return [Profile(**p) for p in self._read().get("profiles", {}).values()]
 
-    def default_name(self) -> str | None:
-        name = self._read().get("default")
-        return name if isinstance(name, str) else None
-
     def get(self, name: str | None) -> Profile:
         data = self._read()
         profiles = data.get("profiles", {})

@@ -76,4 +76,6 @@ class EngineBackend(OpenAIBackend):
 
     def describe(self) -> str:
         names = ", ".join(f"{m.alias} (ctx {m.n_ctx}, {m.n_gpu_layers} GPU layers)" for m in self.supervisor.models)
-        return f"the embedded engine (llama.cpp) serving {names}"
+        restarts = self.supervisor.restarts
+        crashed = f"; restarted {restarts} time{'s' if restarts != 1 else ''} after crashes" if restarts else ""
+        return f"the embedded engine (llama.cpp) serving {names}{crashed}"
