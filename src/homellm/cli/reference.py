@@ -1,0 +1,45 @@
+"""Render docs/cli.md from every command's real ``--help``; a test checks the file is current.
+
+python -m homellm.cli.reference > docs/cli.md
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+WIDTH = 100
+
+
+def _commands(group: Any, prefix: list[str]) -> list[list[str]]:
+    out = [prefix]
+    sub = getattr(group, "commands", None) or {}
+    for name in sorted(sub):
+        out += _commands(sub[name], [*prefix, name])
+    return out
+
+
+def render() -> str:
+    import typer
+    from typer.testing import CliRunner
+
+    from homellm.cli.app import app
+
+    os.environ["COLUMNS"] = str(WIDTH)
+    os.environ["TERM"] = "dumb"
+    os.environ["NO_COLOR"] = "1"
+    command = typer.main.get_command(app)
+    runner = CliRunner()
+    parts = ["# Command reference", "", "Generated from the code by `python -m homellm.cli.reference > docs/cli.md`;",
+             "a test fails when it is out of date.", ""]  # fmt: skip
+    for path in _commands(command, []):
+        result = runner.invoke(app, [*path, "--help"], prog_name="homellm", terminal_width=WIDTH)
+        title = " ".join(["homellm", *path])
+        text = "\n".join(line.rstrip() for line in result.output.strip("\n").splitlines())
+        parts += [f"## `{title}`", "", "```text", text, "```", ""]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
