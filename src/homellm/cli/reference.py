@@ -26,11 +26,19 @@ def render() -> str:
 
     from homellm.cli.app import app
 
-    os.environ["COLUMNS"] = str(WIDTH)
-    os.environ["TERM"] = "dumb"
-    os.environ["NO_COLOR"] = "1"
-    command = typer.main.get_command(app)
-    runner = CliRunner()
+    saved = {k: os.environ.get(k) for k in ("COLUMNS", "TERM", "NO_COLOR")}
+    os.environ.update({"COLUMNS": str(WIDTH), "TERM": "dumb", "NO_COLOR": "1"})
+    try:
+        return _render(app, typer.main.get_command(app), CliRunner())
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _render(app: Any, command: Any, runner: Any) -> str:
     parts = ["# Command reference", "", "Generated from the code by `python -m homellm.cli.reference > docs/cli.md`;",
              "a test fails when it is out of date.", ""]  # fmt: skip
     for path in _commands(command, []):
