@@ -167,3 +167,11 @@ def test_models_scores_show_the_guides_benchmark_table(tmp_path: Path) -> None:
     data = json.loads(homellm("models", "--scores", "--json", home=tmp_path).stdout)
     assert all(s["source"] for scores in data["cloud"].values() for s in scores)
     assert {"HumanEval", "GSM8K"} <= {s["benchmark"] for s in data["cloud"]["Claude 3.5 Sonnet"]}
+
+
+def test_hex_strings_are_printed_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
+    """Fingerprints are compared by eye: ':CD:' must not become an emoji."""
+    from homellm.cli.output import console
+
+    console.print("fingerprint: SHA256:08:F7:CD:88:BE:EF:FA:CE:00")
+    assert "SHA256:08:F7:CD:88:BE:EF:FA:CE:00" in capsys.readouterr().out

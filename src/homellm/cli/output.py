@@ -10,8 +10,9 @@ from rich.console import Console
 
 GIB = 1024**3
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# emoji=False: Rich would turn ":cd:" inside a certificate fingerprint into an emoji
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 
 def gib(n: float | None) -> str:
