@@ -93,6 +93,7 @@ QUANT_CASES = [
     ("llama-gqa", "Q4_K_M"), ("llama-gqa", "Q5_K_M"), ("llama-gqa", "Q3_K_M"), ("llama-gqa", "Q2_K"),
     ("llama-gqa", "Q8_0"), ("llama-gqa", "IQ4_XS"), ("llama-gqa", "Q4_0"), ("qwen2", "Q4_K_M"),
     ("gemma3-swa", "Q4_K_M"), ("qwen3moe", "Q4_K_M"), ("qwen3moe", "Q3_K_M"), ("deepseek2-mla", "Q4_K_M"),
+    ("gpt-oss-swa-moe", "MXFP4_MOE"), ("gpt-oss-swa-moe", "Q4_K_M"),
 ]  # fmt: skip
 
 

@@ -33,7 +33,8 @@ class TypedTensor:
         return rows * self.type.row_bytes(self.spec.shape[0])
 
 
-def _quantizable(t: TensorSpec) -> bool:
+def is_quantizable(t: TensorSpec) -> bool:
+    """Whether llama-quantize would change this tensor's type (2-D+ weights, not norms or the router)."""
     name = t.name
     return (
         len(t.shape) >= 2
@@ -94,7 +95,7 @@ def assign_types(tensors: list[TensorSpec], mix: QuantMix, arch: Architecture, c
     seen: Counter[str] = Counter()
     out: list[TypedTensor] = []
     for t, category in zip(tensors, categories, strict=True):
-        if not _quantizable(t):
+        if not is_quantizable(t):
             out.append(TypedTensor(t, f32))
             continue
         if mix.base in _FLOAT:

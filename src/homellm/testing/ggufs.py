@@ -15,6 +15,7 @@ import numpy as np
 
 from homellm.catalog.schema import Architecture
 from homellm.plan.layout import tensor_layout
+from homellm.plan.quantmix import is_quantizable
 
 _TOKENIZER_KEYS = (
     "tokenizer.ggml.model",
@@ -99,8 +100,7 @@ def write_gguf(arch: Architecture, path: Path, tokenizer_from: Path, dtype: str 
 
     float_type = np.float16 if dtype == "f16" else np.float32
     for t in tensor_layout(arch):
-        quantizable = len(t.shape) >= 2 and "ffn_gate_inp" not in t.name
-        data = np.zeros(tuple(reversed(t.shape)), dtype=float_type if quantizable else np.float32)
+        data = np.zeros(tuple(reversed(t.shape)), dtype=float_type if is_quantizable(t) else np.float32)
         writer.add_tensor(t.name, data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -127,6 +127,11 @@ SAMPLE_ARCHITECTURES: dict[str, Architecture] = {
     "qwen3moe": Architecture(
         arch="qwen3moe", n_layer=4, n_embd=512, n_head=8, n_head_kv=2, head_dim_k=64, head_dim_v=64,
         n_ff=0, n_vocab=_V, n_ctx_train=16384, qk_norm=True, n_expert=8, n_expert_used=2, n_ff_expert=256,
+    ),
+    "gpt-oss-swa-moe": Architecture(
+        arch="gpt-oss", n_layer=4, n_embd=512, n_head=8, n_head_kv=2, head_dim_k=64, head_dim_v=64,
+        n_ff=0, n_vocab=_V, n_ctx_train=16384, attn_bias=True, sliding_window=128, swa_pattern=2,
+        n_expert=4, n_expert_used=2, n_ff_expert=512,
     ),
     "deepseek2-mla": Architecture(
         arch="deepseek2", n_layer=4, n_embd=512, n_head=8, n_head_kv=1, head_dim_k=320, head_dim_v=256,
