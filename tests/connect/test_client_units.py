@@ -72,10 +72,9 @@ def test_pinned_context_refuses_any_other_certificate(tmp_path: Path) -> None:
     other = ensure_tls(tmp_path / "b", None, None)
     app = make_app("ollama", Script(), Recorder())
     with serve_in_thread(app, ssl_certfile=str(served.cert), ssl_keyfile=str(served.key)) as url:
-        ip_url = url.replace("localhost", "127.0.0.1")
-        assert httpx.get(ip_url + "/api/version", verify=pinned_context(served.cert.read_text())).status_code == 200
+        assert httpx.get(url + "/api/version", verify=pinned_context(served.cert.read_text())).status_code == 200
         with pytest.raises(httpx.ConnectError) as info:
-            httpx.get(ip_url + "/api/version", verify=pinned_context(other.cert.read_text()))
+            httpx.get(url + "/api/version", verify=pinned_context(other.cert.read_text()))
         assert isinstance(info.value.__context__, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(
             info.value
         )

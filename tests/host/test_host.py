@@ -68,11 +68,16 @@ def test_apply_drops_sudo_for_root_and_reports_failures() -> None:
     assert ran[0][0] == ("ufw" if os.geteuid() == 0 else "sudo")
 
 
-def test_local_subnets_are_real_networks() -> None:
+def test_local_subnets_cover_this_machines_addresses() -> None:
     import ipaddress
 
-    for net in firewall.local_subnets():
-        assert not ipaddress.ip_network(net).is_loopback
+    from homellm.serve.network import lan_addresses
+
+    nets = [ipaddress.ip_network(n) for n in firewall.local_subnets()]
+    assert not any(n.is_loopback for n in nets)
+    ipv4 = [ipaddress.ip_address(a) for a in lan_addresses() if ":" not in a]
+    assert all(any(a in n for n in nets) for a in ipv4)
+    assert bool(nets) == bool(ipv4)
 
 
 def test_doctor_flags_exposed_ollama_and_wildcard_origins(tmp_path: Path) -> None:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +51,10 @@ def speed(
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of throughput and latency vs concurrency."),
 ) -> None:
     """TTFT, TPOT, ITL, decode tokens/s (client and server), latency and throughput per concurrency level."""
+    import asyncio
+    import json
+    from dataclasses import asdict
+
     from rich.progress import Progress
 
     from homellm.bench.speed import SpeedConfig, run_speed
@@ -112,6 +112,8 @@ def _print_speed(run: SpeedRun) -> None:
 
 
 def _write_csv(run: SpeedRun, path: Path) -> None:
+    import csv
+
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["concurrency", "requests", "errors", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s",
@@ -163,6 +165,9 @@ def quality(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Accuracy with a 95% confidence interval, beside the model's published score. Resumable."""
+    import asyncio
+    import json
+
     from rich.progress import Progress
 
     from homellm.bench.datasets import load

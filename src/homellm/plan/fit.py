@@ -162,10 +162,6 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
 
-def _gpu_capacity(g: GpuDevice) -> int:
-    return g.usable_bytes
-
-
 def _assign_layers(n_layer: int, ngl: int, gpus: tuple[GpuDevice, ...]) -> tuple[list[int], int]:
     """Device index (-1 = CPU) of each block, and of the output layer, as llama.cpp splits them.
 
@@ -177,7 +173,7 @@ def _assign_layers(n_layer: int, ngl: int, gpus: tuple[GpuDevice, ...]) -> tuple
         return placement[:n_layer], -1
     ngl = min(ngl, n_layer + 1)
     start = n_layer + 1 - ngl
-    weights = [_gpu_capacity(g) for g in gpus]
+    weights = [g.usable_bytes for g in gpus]
     total = sum(weights)
     cumulative, acc = [], 0
     for w in weights:
@@ -204,7 +200,7 @@ def _place(
     if unified_gpu:
         cpu_capacity = max(hw.ram_bytes - unified_gpu.usable_bytes, 0)
     devices = [
-        DeviceUse(g.name, "gpu", _gpu_capacity(g), overhead_bytes=0 if g.unified else GPU_RUNTIME_OVERHEAD)
+        DeviceUse(g.name, "gpu", g.usable_bytes, overhead_bytes=0 if g.unified else GPU_RUNTIME_OVERHEAD)
         for g in hw.gpus
     ]
     cpu = DeviceUse("CPU (RAM)", "cpu", cpu_capacity, overhead_bytes=HOST_OVERHEAD, output_bytes=output_buf)

@@ -48,11 +48,6 @@ class GGUFModel:
         return total
 
 
-def _value(field: Any) -> Any:
-    value = field.contents()
-    return value
-
-
 def read_gguf(path: Path) -> GGUFModel:
     """Parse ``path``; raise :class:`GGUFError` with a one-line reason if it is not a usable GGUF model."""
     if not path.exists():
@@ -70,7 +65,9 @@ def read_gguf(path: Path) -> GGUFModel:
         import gguf
 
         reader = gguf.GGUFReader(path)
-        fields = {key: _value(field) for key, field in reader.fields.items() if not key.startswith("tokenizer.ggml.t")}
+        fields = {
+            key: field.contents() for key, field in reader.fields.items() if not key.startswith("tokenizer.ggml.t")
+        }
         n_tokens = len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else 0
         tensors = [
             FileTensor(t.name, tuple(int(d) for d in t.shape), t.tensor_type.name, int(t.n_bytes))
