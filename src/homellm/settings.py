@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest request body")
     header_timeout_s: float = Field(10.0, gt=0, description="time allowed to send request headers (slowloris)")
+    body_timeout_s: float = Field(60.0, gt=0, description="time allowed to send a request body after its headers")
+    send_timeout_s: float = Field(
+        30.0, gt=0, description="longest a client may stop reading a stream before it is ended"
+    )
+    max_connections_per_ip: int = Field(
+        64, ge=0, description="open connections one client address may hold; 0 = no cap"
+    )
+    max_connections: int = Field(2048, ge=16, description="open connections in all (beyond: 503)")
     idle_timeout_s: float = Field(300.0, gt=0, description="longest silence from the backend mid-stream")
     keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connection timeout")
     requests_per_minute: int = Field(120, ge=0, description="per key; 0 = unlimited")

@@ -16,9 +16,6 @@ from homellm.serve.backends import Backend, OllamaBackend, OpenAIBackend
 from homellm.serve.server import uvicorn_options
 from homellm.serve.tls import TlsFiles
 from homellm.settings import Settings
-from homellm.store import open_database
-from homellm.store.keys import KeyStore
-from homellm.store.usage import UsageWriter
 from homellm.testing.fake_backend import Recorder, Script, free_port, make_app, serve_in_thread
 
 
@@ -68,8 +65,7 @@ def run_gateway(
 ) -> Iterator[tuple[str, Gateway]]:
     """A gateway on a free loopback port with these settings (HTTPS when ``tls`` is given)."""
     settings = Settings(home=home, port=free_port(), **overrides)
-    db = open_database(home)
-    gateway = Gateway(settings, backend, KeyStore(db), UsageWriter(db), tls.fingerprint if tls else None)
+    gateway = Gateway(settings, backend, tls.fingerprint if tls else None)
     with serve_in_thread(gateway, port=settings.port, **uvicorn_options(settings, tls)) as url:
         yield url, gateway
 

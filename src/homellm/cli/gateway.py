@@ -33,14 +33,11 @@ def _start(settings: Settings, models: list[Path] | None, banner_key: str | None
     from homellm.serve.server import make_backend, prepare, run
     from homellm.store import open_database
     from homellm.store.keys import KeyStore
-    from homellm.store.usage import UsageWriter
 
-    db = open_database(settings.home)
-    keys = KeyStore(db)
+    keys = KeyStore(open_database(settings.home))
     backend = make_backend(settings, models)
     plan = prepare(settings, backend, keys.count_active())
-    gateway = Gateway(settings, backend, keys, UsageWriter(db), plan.tls.fingerprint if plan.tls else None,
-                      _advertiser(plan))  # fmt: skip
+    gateway = Gateway(settings, backend, plan.tls.fingerprint if plan.tls else None, _advertiser(plan))
     _banner(plan, banner_key)
     run(plan, gateway)
 

@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from homellm.connect.profiles import Profile
 from homellm.errors import UsageError
-from homellm.serve.relay import RelayResponse, StreamStats
 
 _DROP = {"host", "authorization", "x-api-key", "content-length", "connection", "keep-alive", "transfer-encoding",
          "te", "upgrade", "proxy-authorization", "accept-encoding"}  # fmt: skip
@@ -62,10 +61,8 @@ class Bridge:
         back = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_BACK}
         ctype = upstream.headers.get("content-type", "application/octet-stream")
         if "ndjson" in ctype or "event-stream" in ctype:
-            await RelayResponse(_raw(upstream), upstream.status_code, ctype, StreamStats(), lambda s: None,
-                                headers={k: v for k, v in back.items() if k.lower() != "content-type"})(
-                scope, receive, send
-            )  # fmt: skip
+            headers = {k: v for k, v in back.items() if k.lower() != "content-type"}
+            await StreamingResponse(_raw(upstream), upstream.status_code, headers, ctype)(scope, receive, send)  # fmt: skip
             return
         try:
             content = await upstream.aread()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -60,12 +61,32 @@ def m003_pairing(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE pairing_failures (ts REAL NOT NULL)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_keys, m002_usage, m003_pairing]
+def m005_usage_detail(db: sqlite3.Connection) -> None:
+    """Why a request ended early (backend died, went silent, client stopped reading) and how long it queued."""
+    db.execute("ALTER TABLE usage ADD COLUMN error TEXT")
+    db.execute("ALTER TABLE usage ADD COLUMN queue_ms REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_keys, m002_usage, m003_pairing, m005_usage_detail]
+
+
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` (and parents) readable by this user only (0700)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):  # not every filesystem has modes
+        folder.chmod(0o700)
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating) the database, switch to WAL and apply pending migrations."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open (creating) the database, switch to WAL and apply pending migrations.
+
+    The database, its WAL and its shared-memory file hold key and pairing material: all three are
+    0600 in a 0700 folder. The file is created 0600 before SQLite opens it, so that the WAL and SHM
+    files SQLite creates next inherit that mode.
+    """
+    private_folder(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA journal_mode=WAL")
@@ -79,8 +100,9 @@ def connect(path: Path) -> sqlite3.Connection:
                 db.execute("BEGIN IMMEDIATE")
                 migration(db)
                 db.execute("INSERT INTO _migrations VALUES (?, julianday('now'))", (migration.__name__,))
-    with contextlib.suppress(OSError):  # not every filesystem has modes
-        path.chmod(0o600)
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):  # absent, or a filesystem without modes
+            f.chmod(0o600)
     return db
 
 
