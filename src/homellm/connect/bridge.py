@@ -55,14 +55,15 @@ class Bridge:
                 self.client.build_request(scope["method"], url, content=body, headers=headers), stream=True
             )
         except httpx.HTTPError as exc:
-            await JSONResponse({"error": f"homellm bridge: the server {self.profile.url} is not reachable ({exc})"},
-                               status_code=502)(scope, receive, send)  # fmt: skip
+            await JSONResponse(
+                {"error": f"homellm bridge: the server {self.profile.url} is not reachable ({exc})"}, status_code=502
+            )(scope, receive, send)
             return
         back = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_BACK}
         ctype = upstream.headers.get("content-type", "application/octet-stream")
         if "ndjson" in ctype or "event-stream" in ctype:
             headers = {k: v for k, v in back.items() if k.lower() != "content-type"}
-            await StreamingResponse(_raw(upstream), upstream.status_code, headers, ctype)(scope, receive, send)  # fmt: skip
+            await StreamingResponse(_raw(upstream), upstream.status_code, headers, ctype)(scope, receive, send)
             return
         try:
             content = await upstream.aread()
