@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 # Loopback, the private ranges, link-local, CGNAT (Tailscale) and IPv6 unique-local.
@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     engine_port: int = Field(0, ge=0, le=65535, description="embedded engine's loopback port (0 = any free one)")
     advertise: bool = Field(True, description="announce the gateway on the LAN with mDNS (_homellm._tcp)")
 
+    api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("HOMELLM_KEY"),
+                                      description="an API key for commands that talk to a server by URL")  # fmt: skip
+
     # other programs' variables that homellm reads (doctor, env)
     ollama_host: str | None = Field(None, validation_alias=AliasChoices("OLLAMA_HOST"), description="Ollama's bind")
     ollama_origins: str | None = Field(None, validation_alias=AliasChoices("OLLAMA_ORIGINS"),
@@ -105,6 +108,10 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
         return (init_settings, env_settings, toml)
+
+    @property
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
 
     @property
     def models_path(self) -> Path:

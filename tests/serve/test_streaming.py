@@ -9,8 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import EngineGateway, Keys
-from tests.serve.conftest import Fake, run_gateway
+from tests.conftest import EngineGateway, Fake, Keys, run_gateway
 
 from homellm.serve.backends import OllamaBackend, OpenAIBackend
 from homellm.store import open_database

@@ -157,13 +157,14 @@ def run(
     """Ask once and stream the answer."""
     from homellm.connect.client import client_for, stream_chat
     from homellm.errors import UsageError
+    from homellm.untrusted import visible
 
     text = prompt if prompt is not None else sys.stdin.read()
     if not text.strip():
         raise UsageError("give a prompt, or pipe one in: echo 'hello' | homellm run MODEL")
     with client_for(_profile(profile), timeout=None) as c:
         for piece in stream_chat(c, model, [{"role": "user", "content": text}]):
-            sys.stdout.write(piece)
+            sys.stdout.write(visible(piece))  # model output is untrusted: no terminal escapes pass
             sys.stdout.flush()
     sys.stdout.write("\n")
 

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from homellm.errors import HomeLLMError, NotFoundError, UsageError
 from homellm.serve.tls import fingerprint_of_pem
+from homellm.store.db import private_folder
 
 
 class PinMismatch(HomeLLMError):
@@ -132,7 +133,7 @@ class ProfileStore:
         data.setdefault("profiles", {})[profile.name] = asdict(profile)
         if make_default or "default" not in data:
             data["default"] = profile.name
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(self.path.parent)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

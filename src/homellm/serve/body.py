@@ -227,3 +227,12 @@ async def read_object(raw: bytes) -> dict[str, Any]:
 def encode(obj: Any) -> bytes:
     """The canonical form forwarded to a backend: compact UTF-8 JSON of exactly the parsed object."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+async def encode_async(obj: Any, size_hint: int) -> bytes:
+    """:func:`encode`, in a worker thread when the body was large."""
+    if size_hint <= THREAD_ABOVE:
+        return encode(obj)
+    import asyncio
+
+    return await asyncio.to_thread(encode, obj)

@@ -23,7 +23,7 @@ from homellm.protocol import ollama as ow
 from homellm.protocol import translate
 from homellm.serve import relay
 from homellm.serve.backends import JSON_HEADERS, Backend
-from homellm.serve.body import encode
+from homellm.serve.body import encode, encode_async
 from homellm.serve.checks import ClientGone
 from homellm.serve.policy import Route
 from homellm.serve.request import BytesReply, Ctx, Receive, Reply, json_reply
@@ -109,7 +109,11 @@ class Forwarder:
             streamed and isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage")
         )
         return await self._pass(
-            ctx, receive, encode(body), want_usage=want_usage, pool_embeddings=route.op == "openai_embeddings"
+            ctx,
+            receive,
+            await encode_async(body, len(ctx.raw)),
+            want_usage=want_usage,
+            pool_embeddings=route.op == "openai_embeddings",
         )
 
     async def _pass(

@@ -75,6 +75,12 @@ def allowed_host_names(bind_host: str, extra: list[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+def http_url(scheme: str, host: str, port: int) -> str:
+    """A URL for ``host``: IPv6 literals need brackets (``https://[fd00::2]:11435``)."""
+    h = host.strip("[]")
+    return f"{scheme}://[{h}]:{port}" if ":" in h else f"{scheme}://{h}:{port}"
+
+
 def host_of(header: str) -> str:
     """The host part of a Host header value (``[::1]:8080`` -> ``::1``)."""
     h = header.strip().lower()

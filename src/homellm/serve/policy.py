@@ -69,8 +69,8 @@ ROUTES: dict[tuple[str, str], Route] = {
 }
 BLOB = Route("blob", "ollama", "/api/blobs", admin=True)
 V1_MODEL = Route("model", "openai", "/v1/models/{model}")
-_BLOB_PATH = re.compile(r"^/api/blobs/sha256[:-][0-9a-f]{64}$")
-_V1_MODEL = re.compile(r"^/v1/models/(?P<model>[^/]{1,256})$")
+_BLOB_PATH = re.compile(r"/api/blobs/sha256[:-][0-9a-f]{64}")
+_V1_MODEL = re.compile(r"/v1/models/(?P<model>[^/]{1,256})")
 _KNOWN_PATHS = frozenset(p for (_, p) in ROUTES)
 
 # Labels for the requests that match no route: a fixed set, so that unknown paths cannot grow metrics.
@@ -87,10 +87,10 @@ def match(method: str, path: str) -> tuple[Route | None, str | None, bool]:
     if route:
         return route, None, False
     if path.startswith("/api/blobs/"):
-        if method in ("HEAD", "POST") and _BLOB_PATH.match(path):
+        if method in ("HEAD", "POST") and _BLOB_PATH.fullmatch(path):
             return BLOB, None, False
         return None, None, False  # a malformed digest never reaches the backend (path traversal)
-    m = _V1_MODEL.match(path)
+    m = _V1_MODEL.fullmatch(path)
     if m and method == "GET":
         return V1_MODEL, m["model"], False
     return None, None, path in _KNOWN_PATHS

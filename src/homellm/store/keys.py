@@ -15,7 +15,7 @@ from pathlib import Path
 from homellm.errors import NotFoundError, UsageError
 
 KEY_PREFIX = "hlm_"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -83,7 +83,7 @@ class KeyStore:
         self, name: str, models: list[str] | None = None, admin: bool = False, expires_in: float | None = None
     ) -> tuple[ApiKey, str]:
         """Create a key; the plaintext is returned once and never stored."""
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise UsageError("a key name is 1-64 letters, digits, spaces or . _ @ - (e.g. 'alice-laptop')")
         if models is not None and not [m for m in models if m.strip()]:
             raise UsageError("--models needs at least one model name")
@@ -153,9 +153,10 @@ class KeyCache:
         self._checked = 0.0
         self.refresh(force=True)
 
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self, force: bool = False, force_check: bool = False) -> None:
+        """Reload if the database changed (checked at most every ``interval`` unless ``force_check``)."""
         now = time.monotonic()
-        if not force and now - self._checked < self.interval:
+        if not (force or force_check) and now - self._checked < self.interval:
             return
         self._checked = now
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
@@ -169,7 +170,11 @@ class KeyCache:
         The lookup is by the SHA-256 of the presented key, so its timing says nothing about any stored key.
         """
         self.refresh()
-        key = self._by_hash.get(hash_key(presented))
+        digest = hash_key(presented)
+        key = self._by_hash.get(digest)
+        if key is None:  # a key made a moment ago works at once: look again if the database changed
+            self.refresh(force_check=True)
+            key = self._by_hash.get(digest)
         return key if key is not None and key.active() else None
 
     def get(self, name: str) -> ApiKey | None:
