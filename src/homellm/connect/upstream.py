@@ -11,6 +11,7 @@ may send to Ollama travel on, and the key is the profile's; redirects are not fo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -21,10 +22,10 @@ import yarl
 from starlette.types import Receive, Send
 
 from homellm.connect.browser_guard import ALLOWED_HEADERS
-from homellm.connect.profiles import Profile, pinned_context
-from homellm.errors import GatewayError, UsageError
+from homellm.connect.profiles import Profile, fetch_certificate, pinned_context
+from homellm.errors import GatewayError, HomeLLMError, UsageError
 from homellm.i18n import _
-from homellm.serve.tls import format_fingerprint
+from homellm.serve.tls import fingerprint_of_pem, format_fingerprint
 
 __all__ = ["Upstream", "is_origin_form", "wait_for_disconnect"]
 
@@ -115,7 +116,7 @@ class Upstream:
         except aiohttp.ServerFingerprintMismatch as exc:
             raise self._pin_refused(format_fingerprint(exc.got.hex())) from None
         except aiohttp.ClientConnectorCertificateError:
-            raise self._pin_refused(_("a certificate the pin does not trust")) from None
+            raise self._pin_refused(await asyncio.to_thread(self._presented)) from None
         except aiohttp.ClientSSLError as exc:
             raise GatewayError(502, _("homellm bridge: TLS with {url} failed ({error})").format(
                 url=self.profile.url, error=exc)) from None  # fmt: skip
@@ -126,10 +127,18 @@ class Upstream:
             raise GatewayError(502, _("homellm bridge: the server {url} is not reachable ({error}); check it with "
                                       "`homellm ping`").format(url=self.profile.url, error=exc)) from None  # fmt: skip
 
+    def _presented(self) -> str:
+        """The fingerprint of the certificate the server presents now (for the message only)."""
+        host, port = self.profile.host_port
+        try:
+            return fingerprint_of_pem(fetch_certificate(host, port).encode())
+        except HomeLLMError:
+            return _("(none could be read)")
+
     def _pin_refused(self, seen: str) -> GatewayError:
         message = _(
-            "homellm bridge: {url} presents {seen}, not the pinned certificate {pinned}; nothing was sent. If the "
-            "server's certificate was replaced on purpose, compare fingerprints and run `homellm connect` again"
+            "homellm bridge: {url} presents the certificate {seen}, not the pinned {pinned}; nothing was sent. If "
+            "the server's certificate was replaced on purpose, compare fingerprints and run `homellm connect` again"
         ).format(url=self.profile.url, seen=seen, pinned=self.profile.fingerprint)
         log.error("%s", message)
         return GatewayError(502, message, code="certificate_mismatch")
