@@ -597,6 +597,42 @@ def test_a_client_leaving_closes_the_upstream_request(bridge: Running, server: S
     assert server.rec.completed == completed
 
 
+class Silent:
+    """An upstream that reads a request and never answers; it notes when the request arrived and when
+    its client (the bridge) hung up."""
+
+    def __init__(self) -> None:
+        self.arrived, self.hung_up = threading.Event(), threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        self.arrived.set()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.hung_up.set()
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_client_leaving_before_the_answer_starts_closes_the_upstream_request(tmp_path: Path, parser: str) -> None:
+    tls = ensure_tls(tmp_path, None, None)
+    silent = Silent()
+    with serve_in_thread(silent, port=free_port(), ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key)) as url:
+        port = free_port()
+        with serve_in_thread(Bridge(_profile_for(url, tls.cert)), port=port, http=parser):
+            body = json.dumps(CHAT).encode()
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+                assert silent.arrived.wait(30)  # forwarded, no answer yet (a long prompt being read)
+            assert silent.hung_up.wait(30)
+
+
 # ---- the command: flags, OLLAMA_ORIGINS, the pin at start ----------------------------------------
 
 
