@@ -4,12 +4,14 @@ Apps that speak Ollama but cannot send an API key (editor plugins, Open WebUI, t
 point at http://127.0.0.1:11434 as if Ollama ran locally. The bridge holds the profile's key, so it
 is a trust boundary on this machine: every request passes, in order,
 
-1. the Host guard (DNS rebinding) and the origin policy, Ollama's own (``browser_guard``);
-2. the request target: an origin-form path only (``/api/chat``), never ``http://host/...``;
-3. CORS preflights and every ``OPTIONS``: answered here, never forwarded;
-4. the route table: only what the gateway serves to a device key (inference, listing, show);
+1. the Host guard against DNS rebinding (``browser_guard``, modelled on Ollama's);
+2. the request target: an origin-form path only (``/api/chat``), never ``http://host/...``; the query
+   string is dropped (no forwarded route takes one);
+3. the origin policy, Ollama's own (``browser_guard``): an unlisted origin gets 403;
+4. CORS preflights and every ``OPTIONS``: answered here, never forwarded;
+5. the route table: only what the gateway serves to a device key (inference, listing, show);
    model management is refused (do it on the server), anything else is unknown (default-deny);
-5. the body size;
+6. the body size;
 
 and only then travels over pinned TLS to the profile's URL (``upstream``) without the browser's
 Origin, Referer or cookies. Streams pass through as they come, and a client leaving closes the
@@ -89,7 +91,7 @@ class Bridge:
             return
         if scope["type"] != "http":
             return
-        front = front_of(scope["path"]) if isinstance(scope["path"], str) else "ollama"
+        front = front_of(scope["path"])
         cors: list[tuple[str, str]] = []
         try:
             cors = self._guard(scope)
