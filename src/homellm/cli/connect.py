@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from homellm.cli.output import console, err_console, print_json
+from homellm.i18n import _
 
 if TYPE_CHECKING:
     from homellm.connect.profiles import Profile, ProfileStore
@@ -185,17 +186,46 @@ def chat(model: str = typer.Argument(..., help="Model to chat with."), profile: 
 def bridge(
     profile: str | None = ProfileArg,
     port: int = typer.Option(11434, "--port", help="Local port (11434 is Ollama's)."),
+    allowed_hosts: str | None = typer.Option(
+        None,
+        "--allowed-hosts",
+        help=_(
+            "More Host names that may reach the bridge, comma-separated (DNS rebinding "
+            "guard; loopback names always may)."
+        ),
+    ),
+    origins: str | None = typer.Option(
+        None,
+        "--origins",
+        help=_(
+            "More browser origins that may call the bridge, comma-separated, like "
+            "OLLAMA_ORIGINS (which is read too); Ollama's defaults always may."
+        ),
+    ),
 ) -> None:
     """Serve the paired server on 127.0.0.1 as if it were a local Ollama (apps need no key)."""
-    from homellm.connect.bridge import ensure_port_free, run_bridge
+    from homellm.connect.bridge import Bridge, ensure_port_free, run_bridge
+    from homellm.connect.browser_guard import HostGuard, OriginPolicy, split_list
     from homellm.connect.profiles import check_pin
+    from homellm.settings import get_settings
 
+    settings = get_settings()
+    guard = HostGuard(split_list(allowed_hosts))
+    policy = OriginPolicy([*split_list(settings.ollama_origins), *split_list(origins)])
     p = _profile(profile)
+    app = Bridge(p, guard, policy, settings.max_body_bytes)
     ensure_port_free(port)
     check_pin(p)
-    console.print(f"bridge: http://127.0.0.1:{port} -> {p.url} (pinned, key {p.key[:8]}…)")
-    console.print(f"  set OLLAMA_HOST=127.0.0.1:{port} for apps that need it; Ctrl-C stops the bridge")
-    run_bridge(p, port)
+    console.print(_("bridge: http://127.0.0.1:{port} -> {url} (pinned, key {key}…)").format(
+        port=port, url=p.url, key=p.key[:8]), soft_wrap=True, markup=False)  # fmt: skip
+    console.print(_("  set OLLAMA_HOST=127.0.0.1:{port} for apps that need it; Ctrl-C stops the bridge").format(
+        port=port), markup=False)  # fmt: skip
+    extra = [*policy.extra]
+    if extra or guard.extra:
+        console.print(_("  also allowed: origins {origins}; hosts {hosts}").format(
+            origins=", ".join(extra) or "-", hosts=", ".join(sorted(guard.extra)) or "-"), soft_wrap=True,
+            markup=False)  # fmt: skip
+    run_bridge(app, port)
 
 
 def env(
