@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 # Loopback, the private ranges, link-local, CGNAT (Tailscale) and IPv6 unique-local.
@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     engine_ctx: int | None = Field(None, description="embedded engine context (default: chosen by the advisor)")
     engine_port: int = Field(0, ge=0, le=65535, description="embedded engine's loopback port (0 = any free one)")
     advertise: bool = Field(True, description="announce the gateway on the LAN with mDNS (_homellm._tcp)")
+
+    # the other machine's side
+    key: SecretStr | None = Field(None, description="an existing API key for `homellm connect --key` (HOMELLM_KEY; "
+                                  "keys never go on the command line)")  # fmt: skip
 
     # other programs' variables that homellm reads (doctor, env)
     ollama_host: str | None = Field(None, validation_alias=AliasChoices("OLLAMA_HOST"), description="Ollama's bind")

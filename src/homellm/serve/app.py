@@ -221,14 +221,15 @@ class Gateway:
         return response
 
     async def _pair(self, request: Request) -> Response:
-        """A one-time code from `homellm pair` for a new device key, scoped by the code's policy."""
-        body = await self._read_body(request, Route("pair", "ollama"))
-        code, device = body.get("code"), body.get("device")
-        if not isinstance(code, str) or not isinstance(device, str) or not device.strip():
-            raise GatewayError(400, 'send {"code": "XXXX-XXXX", "device": "name of this device"}')
-        key, secret = self.pairing.redeem(code, device, self.keys)
-        return JSONResponse({"name": key.name, "key": secret, "models": list(key.models) if key.models else None,
-                             "fingerprint": self.fingerprint})  # fmt: skip
+        """Pairing v2: SPAKE2 keyed by the code, each side confirming the certificate (serve/pairing.py)."""
+        from homellm.serve import pairing
+
+        body = await pairing.read_body(request)
+        sessions: pairing.PairSessions = self.__dict__.setdefault("pair_sessions", pairing.PairSessions())
+        peer = request.client.host if request.client else ""
+        status, answer = pairing.handle(request.url.path, body, peer, self.pairing, self.keys, sessions,
+                                        self.fingerprint)  # fmt: skip
+        return JSONResponse(answer, status_code=status)
 
     def _authenticate(self, request: Request) -> ApiKey:
         presented = presented_key(request.headers)

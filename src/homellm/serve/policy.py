@@ -41,9 +41,11 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/v1/completions"): Route("openai", "openai", model_field="model", inference=True),
     ("POST", "/v1/embeddings"): Route("openai_embeddings", "openai", model_field="model", inference=True),
     ("GET", "/metrics"): Route("metrics", "ollama", admin=True),
-    # homellm's own: pairing trades a one-time code for a device key (no key needed, attempts are
-    # capped); health tells `homellm ping` whether the backend answers
+    # homellm's own: pairing trades a one-time code for a device key in two rounds (SPAKE2, then the
+    # certificate confirmation; no key needed, attempts are capped); health tells `homellm ping`
+    # whether the backend answers
     ("POST", "/homellm/pair"): Route("pair", "ollama", public=True),
+    ("POST", "/homellm/pair/confirm"): Route("pair", "ollama", public=True),
     ("GET", "/homellm/health"): Route("health", "ollama"),
 }
 BLOB = Route("manage", "ollama", admin=True)
