@@ -102,12 +102,13 @@ def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool) 
 
     from homellm.untrusted import visible
 
-    seen = 0
-    if not json_out:
-        err_console.print(_("[dim]waiting for the device (Ctrl-C stops waiting; the code stays valid until "
-                            "{until})[/]").format(until=until))  # fmt: skip
+    seen, gone = 0, 0
     try:
+        if not json_out:
+            err_console.print(_("[dim]waiting for the device (Ctrl-C stops waiting; the code stays valid until "
+                                "{until})[/]").format(until=until))  # fmt: skip
         while True:
+            still_open = store.is_open(code_id)  # read before the events: a use in between shows up in them
             events = store.events(code_id, seen)
             for e in events:
                 seen = e.id
@@ -126,7 +127,8 @@ def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool) 
                                     "run `homellm pair` again"), soft_wrap=True)  # fmt: skip
                 if e.outcome != "failed":
                     raise typer.Exit(0 if e.outcome == "paired" else 1)
-            if not events and not store.is_open(code_id):
+            gone = 0 if still_open or events else gone + 1
+            if gone > 2:  # the redeem's last write (its event) lands milliseconds after the row goes
                 if json_out:
                     sys.stdout.write(json.dumps({"outcome": "expired"}) + "\n")
                 else:
