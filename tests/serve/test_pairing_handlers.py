@@ -171,3 +171,19 @@ def test_pairing_needs_tls(server: Server) -> None:
     code = server.store.new_code()
     body = _start_body(code.code, wire.ClientExchange(code.code, "laptop"))
     _refused(lambda: handlers.start(body, "192.168.1.20", server.store, server.sessions, None), 400, "needs .* TLS")
+
+
+def test_attempts_opened_before_the_limit_cannot_exceed_it(server: Server) -> None:
+    code = server.store.new_code()
+    wrong = _wrong(code)
+    opened = []
+    for _ in range(2):  # opened first, answered after the limit is reached
+        device = wire.ClientExchange(wrong, "laptop")
+        started = server.start(_start_body(wrong, device), "192.168.1.66")
+        mac = device.finish(wire.decode(started["msg"])).confirm_client(FP)
+        opened.append({"v": 2, "session": started["session"], "confirm": wire.encode(mac)})
+    for _ in range(MAX_FAILURES_PER_CODE_AND_SOURCE):
+        _refused(lambda: server.attempt(wrong, "192.168.1.66"), 403, "pairing failed")
+    for body in opened:
+        _refused(lambda b=body: server.confirm(b, "192.168.1.66"), 429, "too many wrong attempts")  # type: ignore[misc]
+    assert server.store.code_failures(code.id) == MAX_FAILURES_PER_CODE_AND_SOURCE

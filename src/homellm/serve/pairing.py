@@ -118,6 +118,14 @@ def _check_source(store: Pairing, source: str) -> None:
         )
 
 
+def _check_code_and_source(store: Pairing, code_id: int, source: str) -> None:
+    if store.code_failures(code_id, source) >= MAX_FAILURES_PER_CODE_AND_SOURCE:
+        raise GatewayError(
+            429,
+            _("too many wrong attempts at this code from your address; check the code, or run `homellm pair` again"),
+        )
+
+
 def start(body: object, peer: str, store: Pairing, sessions: PairSessions, fingerprint: str | None) -> Answer:
     """Round 1: ``{"v": 2, "nameplate", "msg", "device"}`` -> ``{"v": 2, "session", "msg"}``."""
     try:
@@ -144,11 +152,7 @@ def start(body: object, peer: str, store: Pairing, sessions: PairSessions, finge
     if code is None:
         store.record_failure(None, source, device)
         raise GatewayError(401, _("the pairing code is wrong, used or expired; run `homellm pair` on the server"))
-    if store.code_failures(code.id, source) >= MAX_FAILURES_PER_CODE_AND_SOURCE:
-        raise GatewayError(
-            429,
-            _("too many wrong attempts at this code from your address; check the code, or run `homellm pair` again"),
-        )
+    _check_code_and_source(store, code.id, source)
     try:
         msg_b, keys = wire.server_exchange(code.code, given["device"], msg_a)
     except wire.PairingMessageError as exc:
@@ -172,6 +176,7 @@ def confirm(
     if session is None or session.source != source or fingerprint is None:
         raise GatewayError(401, _("this pairing attempt expired or was already answered; run `homellm connect` again"))
     _check_source(store, source)
+    _check_code_and_source(store, session.code_id, source)  # attempts opened before the limit was reached
     if not hmac.compare_digest(mac, session.keys.confirm_client(fingerprint)):
         store.record_failure(session.code_id, source, session.device)
         raise GatewayError(
