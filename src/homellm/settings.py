@@ -81,8 +81,12 @@ class Settings(BaseSettings):
     engine_port: int = Field(0, ge=0, le=65535, description="embedded engine's loopback port (0 = any free one)")
     advertise: bool = Field(True, description="announce the gateway on the LAN with mDNS (_homellm._tcp)")
 
-    api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("HOMELLM_KEY"),
-                                      description="an API key for commands that talk to a server by URL")  # fmt: skip
+    # the other machine's side
+    key: SecretStr | None = Field(
+        None,
+        description="an existing API key for `homellm connect --key` and for commands that talk to a server by URL "
+        "(HOMELLM_KEY; keys never go on the command line)",
+    )
 
     # other programs' variables that homellm reads (doctor, env)
     ollama_host: str | None = Field(None, validation_alias=AliasChoices("OLLAMA_HOST"), description="Ollama's bind")
@@ -110,8 +114,8 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, toml)
 
     @property
-    def api_key_value(self) -> str | None:
-        return self.api_key.get_secret_value() if self.api_key else None
+    def key_value(self) -> str | None:
+        return self.key.get_secret_value() if self.key else None
 
     @property
     def models_path(self) -> Path:

@@ -54,7 +54,7 @@ def _target(spec: str | None, key_stdin: bool, cacert: Path | None, local: bool)
         with local_gateway() as t:
             yield t
         return
-    key = sys.stdin.readline().strip() if key_stdin else get_settings().api_key_value
+    key = sys.stdin.readline().strip() if key_stdin else get_settings().key_value
     yield resolve(spec, key, cacert)
 
 

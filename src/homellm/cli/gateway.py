@@ -37,12 +37,27 @@ def _start(
     from homellm.store import open_database
     from homellm.store.keys import KeyStore
 
+    _check_port(settings)
     keys = KeyStore(open_database(settings.home))
     backend = make_backend(settings, models)
     plan = prepare(settings, backend, keys.count_active())
     gateway = Gateway(settings, backend, plan.tls.fingerprint if plan.tls else None, _advertiser(plan))
-    _banner(plan, banner_key, key_file)
-    run(plan, gateway)
+    from homellm.i18n import _
+
+    err_console.print(_("starting: {backend} ...").format(backend=backend.describe()), style="dim", soft_wrap=True,
+                      markup=False)  # fmt: skip
+    run(plan, gateway, lambda: _banner(plan, banner_key, key_file))
+
+
+def _check_port(settings: Settings) -> None:
+    """Before the engine starts, a key is made or the banner says all is well."""
+    from homellm.errors import UsageError
+    from homellm.i18n import _
+    from homellm.serve.network import port_taken
+
+    if port_taken(settings.host, settings.port):
+        raise UsageError(_("port {port} is already in use on {host} (another homellm or Ollama?); stop it, or choose "
+                           "another port with --port").format(port=settings.port, host=settings.host))  # fmt: skip
 
 
 def _advertiser(plan: Plan) -> Advertiser | None:
@@ -180,6 +195,7 @@ def up(
     from homellm.store.keys import KeyStore
 
     base = load_settings(host=host or "0.0.0.0", port=port, tls=True)
+    _check_port(base)
     models: list[Path] | None = None
     backend: str | None = None
     if demo:

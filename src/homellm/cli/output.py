@@ -28,5 +28,4 @@ def print_json(data: Any) -> None:
 
 def literal(text: object, limit: int = 200) -> Text:
     """Untrusted text for a Rich table or line: bounded, no markup, control characters visible."""
-    s = visible(str(text))
-    return Text(s if len(s) <= limit else s[: limit - 1] + "…")
+    return Text(visible(str(text), limit))

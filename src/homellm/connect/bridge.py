@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 
 from starlette.types import Receive, Scope, Send
 
@@ -198,14 +197,13 @@ class Bridge:
 
 
 def ensure_port_free(port: int) -> None:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            raise UsageError(_(
+    from homellm.serve.network import port_taken
+
+    if port_taken("127.0.0.1", port):
+        raise UsageError(_(
                 "port {port} is in use on this machine (a local Ollama?); run the bridge on another port, e.g. "
                 "--port {other}, and set OLLAMA_HOST=127.0.0.1:{other}"
-            ).format(port=port, other=port + 66)) from None  # fmt: skip
+            ).format(port=port, other=port + 66))  # fmt: skip
 
 
 def run_bridge(bridge: Bridge, port: int) -> None:

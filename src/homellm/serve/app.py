@@ -49,6 +49,9 @@ class Gateway:
         self.db = open_database(settings.home)
         self.keys = KeyStore(self.db)
         self.pairing = Pairing(self.db)
+        from homellm.serve.pairing import PairSessions
+
+        self.pair_sessions = PairSessions()
         self.key_cache = KeyCache(path)
         self.usage = UsageWriter(path)
         self.metrics = Metrics()
@@ -155,22 +158,13 @@ class Gateway:
         return await self.forward.dispatch(route, ctx, receive)
 
     async def _pair(self, ctx: Ctx) -> Reply:
-        """A one-time code from `homellm pair` for a new device key, scoped by the code's policy."""
-        from homellm.serve.body import parse_object
+        """Pairing v2: SPAKE2 keyed by the code, each side confirming the certificate (serve/pairing.py)."""
+        from homellm.serve import pairing
 
-        body = parse_object(ctx.raw)
-        code, device = body.get("code"), body.get("device")
-        if not isinstance(code, str) or not isinstance(device, str) or not device.strip():
-            raise GatewayError(400, _('send {"code": "XXXX-XXXX", "device": "name of this device"}'))
-        key, secret = self.pairing.redeem(code, device, self.keys)
-        return json_reply(
-            {
-                "name": key.name,
-                "key": secret,
-                "models": list(key.models) if key.models else None,
-                "fingerprint": self.fingerprint,
-            }
-        )
+        body = pairing.parse_body(ctx.raw)
+        status, answer = pairing.handle(ctx.path, body, ctx.client_ip, self.pairing, self.keys, self.pair_sessions,
+                                        self.fingerprint)  # fmt: skip
+        return json_reply(answer, status)
 
 
 def _prompt_text(body: dict[str, Any]) -> str | None:

@@ -62,9 +62,11 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     ("POST", "/v1/embeddings"): _r("openai_embeddings", "openai", "/v1/embeddings", model_fields=("model",), **_INFER),
     ("GET", "/metrics"): _r("metrics", "ollama", "/metrics", admin=True),
-    # homellm's own: pairing trades a one-time code for a device key (no key needed, attempts are
-    # capped); health tells `homellm ping` whether the backend answers
+    # homellm's own: pairing trades a one-time code for a device key in two rounds (SPAKE2, then the
+    # certificate confirmation; no key needed, attempts are capped); health tells `homellm ping`
+    # whether the backend answers
     ("POST", "/homellm/pair"): _r("pair", "ollama", "/homellm/pair", public=True),
+    ("POST", "/homellm/pair/confirm"): _r("pair", "ollama", "/homellm/pair/confirm", public=True),
     ("GET", "/homellm/health"): _r("health", "ollama", "/homellm/health"),
 }
 BLOB = Route("blob", "ollama", "/api/blobs", admin=True)

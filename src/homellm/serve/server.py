@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,11 +207,18 @@ def uvicorn_options(settings: Settings, tls: TlsFiles | None) -> dict[str, Any]:
     }
 
 
-def run(plan: Plan, app: Any) -> None:
+def run(plan: Plan, app: Any, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve until Ctrl-C or SIGTERM; ``on_ready`` runs once the backend answers and the port listens."""
     import uvicorn
+
+    class ReadyServer(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit and on_ready is not None:
+                on_ready()
 
     s = plan.settings
     config = uvicorn.Config(
         app, host=s.host, port=s.port, lifespan="on", log_level="warning", **uvicorn_options(s, plan.tls)
     )
-    uvicorn.Server(config).run()
+    ReadyServer(config).run()
