@@ -77,6 +77,7 @@ class Gateway:
             await reply(scope, receive, send)
         except GatewayError as exc:
             ctx.status = exc.status
+            ctx.stats.error = str(exc)
             await error_reply(ctx.front, exc, ctx.cors)(scope, receive, send)
         except ClientGone:
             ctx.stats.cancelled = True

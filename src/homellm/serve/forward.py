@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -28,6 +28,9 @@ from homellm.serve.checks import ClientGone
 from homellm.serve.policy import Route
 from homellm.serve.request import BytesReply, Ctx, Receive, Reply, json_reply
 from homellm.settings import Settings
+
+if TYPE_CHECKING:
+    import aiohttp
 
 T = TypeVar("T")
 NDJSON = "application/x-ndjson"
@@ -127,7 +130,7 @@ class Forwarder:
             sse = "event-stream" in ctype
             records = relay.records(upstream, b"\n\n" if sse else b"\n", self.backend)
             chunks = relay.sse_passthrough(records, ctx, want_usage) if sse else relay.ndjson_passthrough(records, ctx)
-            return self._relay(chunks, upstream.status, SSE if sse else NDJSON, ctx)
+            return self._relay(chunks, upstream, SSE if sse else NDJSON, ctx)
         content = await self.guarded(ctx, receive, self.backend.read(upstream))
         if upstream.status >= 400:
             raise backend_error(upstream.status, content)
@@ -159,8 +162,7 @@ class Forwarder:
         path: str | None = None,
     ) -> None:
         upstream = await self.guarded(ctx, receive, self.backend.open("POST", path or ctx.path, payload, JSON_HEADERS))
-        if upstream.status >= 400:
-            raise backend_error(upstream.status, await self.backend.read(upstream))
+        await self._expect_sse(upstream)
         records = relay.records(upstream, b"\n\n", self.backend)
         try:
             await self.guarded(ctx, receive, relay.collect_openai(records, ctx, sink))
@@ -169,6 +171,14 @@ class Forwarder:
         finally:
             await records.aclose()  # type: ignore[attr-defined]
 
+    async def _expect_sse(self, upstream: aiohttp.ClientResponse) -> None:
+        """A streamed request must be answered with a stream: an error in the front's shape otherwise."""
+        if upstream.status >= 400:
+            raise backend_error(upstream.status, await self.backend.read(upstream))
+        if "event-stream" not in upstream.headers.get("Content-Type", ""):
+            await self.backend.read(upstream)
+            raise GatewayError(502, _("the backend answered a streamed request without streaming"))
+
     async def backend_prompt_tokens(self, ctx: Ctx) -> int | None:
         count = getattr(self.backend, "prompt_tokens", None)
         if count is None or ctx.body is None:
@@ -176,8 +186,10 @@ class Forwarder:
         result: int | None = await count(ctx.body)
         return result
 
-    def _relay(self, chunks: AsyncIterator[bytes], status: int, media_type: str, ctx: Ctx) -> Reply:
-        return relay.Relay(chunks, status, media_type, ctx, self.settings.send_timeout_s)
+    def _relay(
+        self, chunks: AsyncIterator[bytes], upstream: aiohttp.ClientResponse, media_type: str, ctx: Ctx
+    ) -> Reply:
+        return relay.Relay(chunks, upstream, media_type, ctx, self.settings.send_timeout_s)
 
     async def guarded(self, ctx: Ctx, receive: Receive, work: Awaitable[T]) -> T:
         """``work``, cancelled (and the request recorded as cancelled) if the client leaves meanwhile."""
@@ -258,11 +270,10 @@ class Forwarder:
             ctx.stats.completion_tokens = whole.get("eval_count")
             return json_reply(whole)
         upstream = await self.guarded(ctx, receive, self.backend.open("POST", path, encode(payload), JSON_HEADERS))
-        if upstream.status >= 400:
-            raise backend_error(upstream.status, await self.backend.read(upstream))
+        await self._expect_sse(upstream)
         records = relay.records(upstream, b"\n\n", self.backend)
         chunks = relay.ndjson_from_openai(records, ctx, out, lambda: self._fill_prompt_tokens(ctx, out))
-        return self._relay(chunks, 200, NDJSON, ctx)
+        return self._relay(chunks, upstream, NDJSON, ctx)
 
     async def _fill_prompt_tokens(self, ctx: Ctx, out: translate.OllamaStream) -> None:
         if not out.usage.get("prompt_tokens"):

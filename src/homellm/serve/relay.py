@@ -206,20 +206,16 @@ class Relay:
     """An ASGI reply that streams ``chunks``, watches the client, and never leaves a stream without an end."""
 
     def __init__(
-        self,
-        chunks: AsyncIterator[bytes],
-        status: int,
-        media_type: str,
-        ctx: Ctx,
+        self, chunks: AsyncIterator[bytes], upstream: aiohttp.ClientResponse, media_type: str, ctx: Ctx,
         send_timeout: float,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.chunks = chunks
-        self.status = status
+        self.upstream = upstream
+        self.status = upstream.status
         self.media_type = media_type
         self.ctx = ctx
         self.send_timeout = send_timeout
-        self.headers = [(b"content-type", media_type.encode()), *STREAM_HEADERS, *(headers or [])]
+        self.headers = [(b"content-type", media_type.encode()), *STREAM_HEADERS]
 
     def add_headers(self, headers: dict[str, str]) -> None:
         self.headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
@@ -263,4 +259,5 @@ class Relay:
             stats.cancelled = True
         finally:
             watcher.cancel()
+            self.upstream.close()  # closing the connection is what stops the backend's generation, at once
             await self.chunks.aclose()  # type: ignore[attr-defined]

@@ -207,6 +207,13 @@ def uvicorn_options(settings: Settings, tls: TlsFiles | None) -> dict[str, Any]:
     }
 
 
+class _ExpectedCutoffs(logging.Filter):
+    """A stream the gateway ended on purpose (the client stopped reading) is not an error to log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing response" not in record.getMessage()
+
+
 def run(plan: Plan, app: Any, on_ready: Callable[[], None] | None = None) -> None:
     """Serve until Ctrl-C or SIGTERM; ``on_ready`` runs once the backend answers and the port listens."""
     import uvicorn
@@ -217,6 +224,7 @@ def run(plan: Plan, app: Any, on_ready: Callable[[], None] | None = None) -> Non
             if not self.should_exit and on_ready is not None:
                 on_ready()
 
+    logging.getLogger("uvicorn.error").addFilter(_ExpectedCutoffs())
     s = plan.settings
     config = uvicorn.Config(
         app, host=s.host, port=s.port, lifespan="on", log_level="warning", **uvicorn_options(s, plan.tls)

@@ -12,11 +12,14 @@ What each imitation emulates, because the gateway's behaviour depends on it:
   * an empty body is 400 ``missing request body``, malformed JSON 400 with the decoder's message, no model
     400 ``model is required``, an unknown model 404 ``model 'x' not found`` -- on ``/v1/*`` in the OpenAI
     error shape (``not_found_error``);
+  * a client closing its connection stops a generation, streamed or not (Go cancels the request context);
   * streams are NDJSON; ``done_reason`` is ``length`` when ``num_predict`` ends the answer; a failure
     mid-stream is an ``{"error": ...}`` line, as Ollama sends;
   * :attr:`Recorder.ran` lists the model each request actually ran, as Ollama resolved it.
 
 ``kind="openai"`` (llama-server / llama-cpp-python)
+  * a chat request with ``tools`` is answered with a call of the first tool, streamed as llama-server does
+    (the arguments in two fragments, ``finish_reason: tool_calls``);
   * bodies are read like Python/pydantic (exact keys); a chat request without ``messages`` is FastAPI's
     422 ``{"detail": [...]}``; an unknown model is answered with the default model (llama-cpp-python's
     server does), which is why the gateway checks models itself;
@@ -173,8 +176,9 @@ def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
                     await asyncio.Event().wait()  # silent until the connection closes
                 if script.fail_after is not None and i == script.fail_after:
                     raise _Failure
-                if script.delay:
-                    await asyncio.sleep(script.delay)
+                # a real server notices a closed connection between two tokens: give the disconnect
+                # watcher its turn (uvicorn's send returns at once on a closed connection, without yielding)
+                await asyncio.sleep(script.delay)
                 yield script.text[i % len(script.text)] if script.text else f"tok{i} "
             rec.completed += 1
         except (asyncio.CancelledError, GeneratorExit):
@@ -210,6 +214,21 @@ def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
         if chat:
             yield event({"object": "chat.completion.chunk", "model": model,
                          "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})  # fmt: skip
+        if chat and _tool_name(body):
+            for i, part in enumerate(('{"city": ', '"Kyoto"}')):
+                call = {"index": 0, "function": {"arguments": part}}
+                if i == 0:
+                    call |= {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": _tool_name(body), "arguments": part},
+                    }
+                choice = {"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}
+                yield event({"object": "chat.completion.chunk", "model": model, "choices": [choice]})
+            yield event({"object": "chat.completion.chunk", "model": model,
+                         "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})  # fmt: skip
+            yield b"data: [DONE]\n\n"
+            return
         try:
             async for t in tokens(n):
                 sent += 1
@@ -230,6 +249,26 @@ def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
             yield event({"object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage})
         yield b"data: [DONE]\n\n"
 
+    async def whole(request: Request, n: int) -> str:
+        """A non-streamed generation that stops when the client's connection closes, as Ollama's does
+        (Go cancels the request's context); Starlette alone would finish it for nobody."""
+
+        async def generate() -> str:
+            return "".join([t async for t in tokens(n)])
+
+        work = asyncio.ensure_future(generate())
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            work.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            return await work
+        finally:
+            watcher.cancel()
+
     async def refuse(request: Request, handler: Any) -> Response:
         try:
             result: Response = await handler(request)
@@ -245,7 +284,7 @@ def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
             return StreamingResponse(ollama_stream(body, model, chat), media_type="application/x-ndjson")
         n, limited = _count(body, script.tokens)
         try:
-            text = "".join([t async for t in tokens(n)])
+            text = await whole(request, n)
         except _Failure:
             return JSONResponse({"error": "an error was encountered while running the model"}, status_code=500)
         piece = {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
@@ -261,7 +300,7 @@ def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
             return StreamingResponse(sse_stream(body, model, chat), media_type="text/event-stream")
         n, limited = _count(body, script.tokens)
         try:
-            text = "".join([t async for t in tokens(n)])
+            text = await whole(request, n)
         except _Failure:
             return JSONResponse({"error": {"message": "the model crashed", "type": "server_error"}}, status_code=500)
         choice = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
@@ -345,6 +384,13 @@ def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
         Route("/{path:path}", anything, methods=["GET", "POST", "DELETE", "HEAD", "PUT"]),
     ]
     return Starlette(routes=routes)
+
+
+def _tool_name(body: dict[str, Any]) -> str | None:
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools and isinstance(tools[0], dict):
+        return str((tools[0].get("function") or {}).get("name") or "tool")
+    return None
 
 
 class _Failure(Exception):
