@@ -192,7 +192,9 @@ def run_gateway(
     """A gateway on a free loopback port with these settings (HTTPS when ``tls`` is given)."""
     settings = Settings(home=home, port=free_port(), **overrides)
     gateway = Gateway(settings, backend, tls.fingerprint if tls else None)
-    with serve_in_thread(gateway, port=settings.port, **uvicorn_options(settings, tls)) as url:
+    with serve_in_thread(
+        gateway, port=settings.port, scheme="https" if tls else "http", **uvicorn_options(settings, tls)
+    ) as url:
         yield url, gateway
 
 

@@ -1,3 +1,3 @@
-from homellm.cli.app import main
+from homellm.cli.main import main
 
 main()

@@ -130,7 +130,8 @@ class Settings(BaseSettings):
 
 @cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment and the config file; a bad value is one UsageError line."""
+    return load_settings()
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
@@ -138,17 +139,70 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     from pydantic import ValidationError
 
     from homellm.errors import UsageError
+    from homellm.i18n import _
 
     global _config_override
     if config is not None:
         if not config.is_file():
-            raise UsageError(f"no such config file: {config}")
+            raise UsageError(_("no such config file: {path}").format(path=config))
         _config_override = config
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"invalid setting {where}: {first['msg']}") from None
-    except Exception as exc:  # a malformed config.toml
-        raise UsageError(f"cannot read {config_file()}: {exc}") from None
+        raise UsageError(_describe_invalid(exc, overrides)) from None
+    except Exception as exc:  # a malformed config.toml (tomllib.TOMLDecodeError), an unreadable file
+        raise UsageError(_("cannot read {path}: {error}").format(path=config_file(), error=exc)) from None
+
+
+_EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path",
+             list: "a list of strings"}  # fmt: skip
+
+
+def _describe_invalid(exc: Any, overrides: dict[str, Any]) -> str:
+    """One line: where the bad value came from, which key, what was given and what is expected."""
+    import typing
+
+    from homellm.i18n import _
+
+    first = exc.errors()[0]
+    key = str(first["loc"][0]) if first["loc"] else "?"
+    field = Settings.model_fields.get(key)
+    expected = ""
+    if field is not None:
+        kinds = [a for a in typing.get_args(field.annotation) if a is not type(None)] or [field.annotation]
+        kind = typing.get_origin(kinds[0]) or kinds[0]
+        expected = _EXPECTED.get(kind, "")
+    env = f"HOMELLM_{key.upper()}"
+    if overrides.get(key) is not None:
+        where = _("the option for {key}").format(key=key)
+    elif env in os.environ:
+        where = _("the environment variable {name}").format(name=env)
+    else:
+        where = str(config_file())
+    given = first.get("input")
+    detail = _("expected {kind}").format(kind=_(expected)) if expected else str(first["msg"])
+    return _("{where}: {key} = {value!r} is not valid ({detail})").format(
+        where=where, key=key, value=given, detail=detail if expected else first["msg"]
+    )
+
+
+def config_warnings() -> list[str]:
+    """Keys in the config file that no setting reads (a misspelt ``prot = 11436`` is otherwise silently ignored)."""
+    import tomllib
+
+    from homellm.errors import suggest
+    from homellm.i18n import _
+
+    path = config_file()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # absent, or reported as an error where the settings are read
+    known = set(Settings.model_fields)
+    out = []
+    for key in data:
+        if key not in known:
+            near = suggest(key, known, limit=1)
+            hint = _("; did you mean {name!r}?").format(name=near[0]) if near else ""
+            out.append(_("{path}: unknown setting {key!r} is ignored{hint}").format(path=path, key=key, hint=hint))
+    return out

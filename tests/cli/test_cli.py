@@ -141,7 +141,7 @@ def test_an_internal_error_is_one_line_without_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import homellm.cli.advisor as advisor_cli
-    from homellm.cli.app import main
+    from homellm.cli.main import main
 
     def broken() -> None:
         raise RuntimeError("catalog exploded")

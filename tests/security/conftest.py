@@ -47,7 +47,7 @@ def served(tmp_path: Path, backend_url: str) -> Iterator[Served]:
     tls = ensure_tls(home, None, None)
     settings = Settings(home=home, port=free_port())
     gateway = Gateway(settings, OllamaBackend(backend_url), tls.fingerprint)
-    with serve_in_thread(gateway, port=settings.port, **uvicorn_options(settings, tls)) as url:
+    with serve_in_thread(gateway, port=settings.port, scheme="https", **uvicorn_options(settings, tls)) as url:
         yield Served(url, home, tls, gateway)
 
 

@@ -106,8 +106,24 @@ def test_settings_layering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert (s.port, s.requests_per_minute, s.cors_origins) == (12000, 20, ["http://a.test"])  # TOML < env
     assert load_settings(port=13000).port == 13000  # < CLI flag
     config.write_text("port = 'many'\n")
-    with pytest.raises(UsageError, match="invalid setting port"):
+    with pytest.raises(UsageError, match=r"config.toml: port = 'many' is not valid \(expected an integer\)"):
         load_settings()
+    config.write_text("port = \n")  # not TOML at all
+    with pytest.raises(UsageError, match=r"cannot read .*config.toml: Invalid value \(at line 1"):
+        load_settings()
+    monkeypatch.setenv("HOMELLM_PORT", "x")
+    config.write_text("port = 12000\nprot = 12001\n")
+    with pytest.raises(UsageError, match="the environment variable HOMELLM_PORT: port = 'x' is not valid"):
+        load_settings()
+
+
+def test_a_misspelt_setting_is_warned_about_with_a_suggestion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from homellm.settings import config_warnings
+
+    monkeypatch.setenv("HOMELLM_HOME", str(tmp_path))
+    (tmp_path / "config.toml").write_text("prot = 11436\nhost = '0.0.0.0'\n")
+    [warning] = config_warnings()
+    assert "unknown setting 'prot' is ignored; did you mean 'port'?" in warning
 
 
 def test_exposed_backend_is_warned_about(tmp_path: Path) -> None:

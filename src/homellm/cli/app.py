@@ -1,18 +1,17 @@
-"""The ``homellm`` command. Each command group lives in its own module; this one wires them
-together and turns every :class:`~homellm.errors.HomeLLMError` into one line and an exit code."""
+"""The ``homellm`` command tree. Each command group lives in its own module; this one wires them
+together. :mod:`homellm.cli.main` is the entry point that runs it."""
 
 from __future__ import annotations
-
-import sys
 
 import typer
 
 from homellm import __version__
 from homellm.cli import advisor, bench, connect, gateway, host, keys, usage
+from homellm.i18n import _
 
 app = typer.Typer(
     name="homellm",
-    help="Run your own LLM at home and share it safely with every device in the house.",
+    help=_("Run your own LLM at home and share it safely with every device in the house."),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,34 +35,25 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _lang(value: str | None) -> str | None:
+    from homellm.i18n import LANGUAGES
+
+    if value is not None and value not in LANGUAGES:
+        raise typer.BadParameter(_("choose one of: {langs}").format(langs=", ".join(LANGUAGES)))
+    return value  # applied by homellm.cli.main before the commands were built
+
+
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help=_("Show the version.")),
+    lang: str | None = typer.Option(
+        None, "--lang", callback=_lang, help=_("Language of messages: en or ja (default: from LANG / LC_ALL).")
+    ),
 ) -> None:
     """Plan, serve, connect to and benchmark a local LLM."""
-
-
-def main() -> None:
-    """Entry point: Typer reports its own usage errors; homellm's errors become one line."""
-    from homellm.errors import HomeLLMError
-
-    try:
-        app()
-    except HomeLLMError as exc:
-        _fail(str(exc), exc.exit_code)
-    except Exception as exc:
-        from homellm.settings import get_settings
-
-        if get_settings().debug:
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (set HOMELLM_DEBUG=1 for the traceback)", 70)
-
-
-def _fail(message: str, code: int) -> None:
-    from rich.text import Text
-
     from homellm.cli.output import err_console
+    from homellm.settings import config_warnings, get_settings
 
-    # literally: a message may carry text from the network (a server's error), never read as markup
-    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
-    sys.exit(code)
+    get_settings()  # a config file that cannot be read is one line now, whatever the command
+    for warning in config_warnings():
+        err_console.print(_("warning: {text}").format(text=warning), style="yellow", soft_wrap=True, markup=False)

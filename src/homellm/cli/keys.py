@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import typer
 
-from homellm.cli.output import console, literal, print_json
+from homellm.cli.output import console, literal, print_json, when
+from homellm.i18n import _
 
 if TYPE_CHECKING:
     from homellm.store.keys import KeyStore
@@ -21,10 +21,6 @@ def _store() -> KeyStore:
     from homellm.store.keys import KeyStore
 
     return KeyStore(open_database(get_settings().home))
-
-
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
 @app.command("create")
@@ -51,13 +47,15 @@ def create(
     )
     console.print(f"\n  {secret}\n", soft_wrap=True)
     scope = ", ".join(key.models) if key.models is not None else "all models"
-    console.print(f"[dim]may use: {scope}; expires: {_when(key.expires_at) if key.expires_at else 'never'}[/]")
+    console.print(f"[dim]may use: {scope}; expires: {when(key.expires_at) if key.expires_at else 'never'}[/]")
 
 
 @app.command("list")
 def list_keys(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List keys (never their secrets)."""
-    from rich.table import Table
+    from rich.text import Text
+
+    from homellm.cli.output import Col, narrow_table
 
     store = _store()
     keys = store.list()
@@ -72,15 +70,15 @@ def list_keys(json_out: bool = typer.Option(False, "--json", help="Machine-reada
     if not keys:
         console.print("no keys yet; create one with: homellm keys create NAME")
         return
-    table = Table(title_justify="left")
-    for col in ("name", "key", "models", "admin", "status", "created", "expires", "last used"):
-        table.add_column(col)
+    cols = [Col(_("name")), Col(_("key"), drop=2), Col(_("models")), Col(_("admin")), Col(_("status")),
+            Col(_("created"), drop=1), Col(_("expires"), drop=3), Col(_("last used"))]  # fmt: skip
+    rows: list[list[str | Text]] = []
     for k in keys:
-        status = "revoked" if k.revoked_at else ("expired" if not k.active() else "active")
-        table.add_row(literal(k.name), f"{k.prefix}…", literal(", ".join(k.models) if k.models is not None else "all"),
-                      "yes" if k.admin else "", status, _when(k.created_at), _when(k.expires_at),
-                      _when(k.last_used_at))  # fmt: skip
-    console.print(table)
+        status = _("revoked") if k.revoked_at else (_("expired") if not k.active() else _("active"))
+        models = ", ".join(k.models) if k.models is not None else _("all")
+        rows.append([literal(k.name), f"{k.prefix}…", literal(models), _("yes") if k.admin else "", status,
+                     when(k.created_at), when(k.expires_at), when(k.last_used_at)])  # fmt: skip
+    console.print(narrow_table(cols, rows))
 
 
 @app.command("revoke")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import typer
 
 from homellm.cli.output import console, literal, print_json
+from homellm.i18n import _
 
 
 def usage(
@@ -15,25 +14,27 @@ def usage(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Requests, tokens and latency per key, model or day (no prompt text unless log_prompts is on)."""
-    from rich.table import Table
+    from rich.text import Text
 
+    from homellm.cli.output import Col, narrow_table, when
     from homellm.settings import get_settings
     from homellm.store import open_database
     from homellm.store.usage import parse_since, summarize
 
-    rows = summarize(open_database(get_settings().home), by, parse_since(since) if since else None)
+    rows_data = summarize(open_database(get_settings().home), by, parse_since(since) if since else None)
     if json_out:
-        print_json(rows)
+        print_json(rows_data)
         return
-    if not rows:
+    if not rows_data:
         console.print("no requests recorded yet")
         return
-    table = Table(title_justify="left")
-    for col in (by, "requests", "errors", "prompt tokens", "completion tokens", "avg TTFT", "avg time", "last"):
-        table.add_column(col, justify="left" if col in (by, "last") else "right")
-    for r in rows:
+    cols = [Col(by), Col(_("requests"), right=True), Col(_("errors"), right=True),
+            Col(_("prompt tokens"), right=True, drop=2), Col(_("completion tokens"), right=True),
+            Col(_("avg TTFT"), right=True), Col(_("avg time"), right=True, drop=3), Col(_("last"), drop=1)]  # fmt: skip
+    rows: list[list[str | Text]] = []
+    for r in rows_data:
         ttft = "-" if r["avg_ttft_ms"] is None else f"{r['avg_ttft_ms']:.0f} ms"
-        table.add_row(literal(r[by]), str(r["requests"]), str(r["errors"]), f"{r['prompt_tokens']:,}",
-                      f"{r['completion_tokens']:,}", ttft, f"{r['avg_duration_ms']:.0f} ms",
-                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last"])))  # fmt: skip
-    console.print(table)
+        rows.append([literal(r[by]), str(r["requests"]), str(r["errors"]), f"{r['prompt_tokens']:,}",
+                     f"{r['completion_tokens']:,}", ttft, f"{r['avg_duration_ms']:.0f} ms",
+                     when(r["last"])])  # fmt: skip
+    console.print(narrow_table(cols, rows))

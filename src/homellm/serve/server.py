@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,14 +86,46 @@ def prepare(settings: Settings, backend: Backend, active_keys: int) -> Plan:
     return Plan(settings, backend, tls, warnings)
 
 
-def guarded_protocol(settings: Settings) -> type:
-    """uvicorn's HTTP protocol (httptools where installed, else h11) with three guards of its own.
+class ConnectionCap:
+    """At most ``limit`` open connections per client address (0: no cap)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    def admit(self, ip: str) -> bool:
+        if self.limit and self.open.get(ip, 0) >= self.limit:
+            return False
+        self.open[ip] = self.open.get(ip, 0) + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        left = self.open.get(ip, 1) - 1
+        if left > 0:
+            self.open[ip] = left
+        else:
+            self.open.pop(ip, None)
+
+
+def _refuse(transport: Any, status: bytes, message: bytes, content_type: bytes = b"application/json") -> None:
+    transport.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + content_type + b"\r\nConnection: close\r\n"
+                    b"Content-Length: " + str(len(message)).encode() + b"\r\n\r\n" + message)  # fmt: skip
+    transport.close()
+
+
+def _peer_ip(transport: Any) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if peer else ""
+
+
+def guarded_protocol(settings: Settings, cap: ConnectionCap | None) -> type:
+    """uvicorn's HTTP protocol (httptools where installed, else h11) with guards of its own.
 
     * request headers must arrive within ``header_timeout_s`` (uvicorn's keep-alive timer is
       cancelled by any byte, so a client trickling headers, slowloris, would hold a connection forever);
     * a body must arrive within ``body_timeout_s`` of its headers (408, then the connection closes);
-    * one client address may hold at most ``max_connections_per_ip`` connections, so one host on the
-      LAN cannot exhaust the gateway's file descriptors.
+    * with ``cap``, one client address may hold at most ``max_connections_per_ip`` connections, so one
+      host on the LAN cannot exhaust the gateway's file descriptors (over TLS, :func:`https_front` counts).
     """
     base: type
     try:
@@ -101,8 +134,6 @@ def guarded_protocol(settings: Settings) -> type:
     except ImportError:  # pragma: no cover - platforms without an httptools wheel
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
     header_timeout, body_timeout = settings.header_timeout_s, settings.body_timeout_s
-    cap = settings.max_connections_per_ip
-    per_ip: dict[str, int] = {}
 
     class GuardedProtocol(base):  # type: ignore[misc]
         _timer: asyncio.TimerHandle | None = None
@@ -125,27 +156,19 @@ def guarded_protocol(settings: Settings) -> type:
             if self.transport.is_closing():
                 return
             if self._phase == "body":
-                msg = b'{"error":"the request body did not arrive in time"}'
-                self.transport.write(
-                    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-                    b"Connection: close\r\nContent-Length: " + str(len(msg)).encode() + b"\r\n\r\n" + msg
-                )
+                _refuse(self.transport, b"408 Request Timeout", b'{"error":"the request body did not arrive in time"}')
             self.transport.close()
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            peer = transport.get_extra_info("peername")
-            ip = str(peer[0]) if peer else ""
-            if cap and per_ip.get(ip, 0) >= cap:
-                msg = b'{"error":"too many connections from your address"}'
-                transport.write(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                    b"Connection: close\r\nContent-Length: " + str(len(msg)).encode() + b"\r\n\r\n" + msg
-                )
-                transport.close()
-                return
-            self._ip = ip
-            per_ip[ip] = per_ip.get(ip, 0) + 1
+            if cap is not None:
+                ip = _peer_ip(transport)
+                if not cap.admit(ip):
+                    _refuse(
+                        transport, b"503 Service Unavailable", b'{"error":"too many connections from your address"}'
+                    )
+                    return
+                self._ip = ip
             self._arm("headers", header_timeout)
 
         def data_received(self, data: bytes) -> None:
@@ -166,16 +189,81 @@ def guarded_protocol(settings: Settings) -> type:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
-            if self._ip is not None:
-                left = per_ip.get(self._ip, 1) - 1
-                if left > 0:
-                    per_ip[self._ip] = left
-                else:
-                    per_ip.pop(self._ip, None)
+            if self._ip is not None and cap is not None:
+                cap.release(self._ip)
                 self._ip = None
             super().connection_lost(exc)
 
     return GuardedProtocol
+
+
+_HOST = re.compile(rb"\r\nhost:[ \t]*([A-Za-z0-9.\-\[\]:]{1,100})[ \t]*\r\n", re.IGNORECASE)
+
+
+def https_front(settings: Settings, tls: TlsFiles, inner: type, cap: ConnectionCap) -> type:
+    """The gateway's port with TLS: connections are counted per address, and the first bytes decide.
+
+    A TLS handshake record (0x16) is handed, with the bytes already read, to TLS and then to the HTTP
+    protocol; anything else (``http://`` to the HTTPS port) gets a one-line plaintext answer saying to use
+    ``https://``, instead of a connection that just closes. The handshake has ``header_timeout_s``.
+    """
+    import ssl
+    from asyncio import sslproto
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    port = settings.port
+
+    class CountedTLS(sslproto.SSLProtocol):
+        ip = ""
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            cap.release(self.ip)
+            super().connection_lost(exc)
+
+    class HTTPSFront(asyncio.Protocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._make: Callable[[], asyncio.Protocol] = lambda: inner(*args, **kwargs)
+            self._transport: Any = None
+            self._ip: str | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            self._transport = transport
+            ip = _peer_ip(transport)
+            if not cap.admit(ip):
+                _refuse(transport, b"503 Service Unavailable", b'{"error":"too many connections from your address"}')
+                return
+            self._ip = ip
+
+        def data_received(self, data: bytes) -> None:
+            t, ip = self._transport, self._ip
+            if ip is None or t.is_closing():
+                return
+            if data[:1] == b"\x16":  # a TLS handshake: TLS from here on, fed the bytes already read
+                self._ip = None  # the TLS protocol releases the address from now on
+                tls_proto = CountedTLS(asyncio.get_running_loop(), self._make(), context, None,  # type: ignore[arg-type]
+                                       server_side=True, ssl_handshake_timeout=int(settings.header_timeout_s))  # fmt: skip
+                tls_proto.ip = ip
+                t.set_protocol(tls_proto)
+                tls_proto.connection_made(t)
+                buf = tls_proto.get_buffer(len(data))
+                buf[: len(data)] = data
+                tls_proto.buffer_updated(len(data))
+                return
+            m = _HOST.search(data)
+            host = m[1].decode() if m else f"HOST:{port}"
+            if ":" not in host.rsplit("]", 1)[-1]:
+                host = f"{host}:{port}"
+            _refuse(t, b"400 Bad Request", f"This server speaks HTTPS: use https://{host}/\n".encode(),
+                    b"text/plain; charset=utf-8")  # fmt: skip
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._ip is not None:  # closed before anything (or only plaintext) was read
+                cap.release(self._ip)
+                self._ip = None
+
+    return HTTPSFront
 
 
 def event_loop() -> str:
@@ -189,11 +277,14 @@ def event_loop() -> str:
 
 def uvicorn_options(settings: Settings, tls: TlsFiles | None) -> dict[str, Any]:
     """The uvicorn settings the gateway always runs with (tests use them too)."""
+    cap = ConnectionCap(settings.max_connections_per_ip)
+    if tls is not None:  # TLS is done by the front protocol, so that plain HTTP gets a useful answer
+        http: type = https_front(settings, tls, guarded_protocol(settings, None), cap)
+    else:
+        http = guarded_protocol(settings, cap)
     return {
-        "http": guarded_protocol(settings),
+        "http": http,
         "loop": event_loop(),
-        "ssl_certfile": str(tls.cert) if tls else None,
-        "ssl_keyfile": str(tls.key) if tls else None,
         "timeout_keep_alive": int(settings.keep_alive_s),
         "h11_max_incomplete_event_size": 64 * 1024,
         "server_header": False,

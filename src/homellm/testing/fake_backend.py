@@ -421,8 +421,11 @@ def wait_until_up(url: str, timeout: float = 60, **client: Any) -> None:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: Any) -> Iterator[str]:
-    """Run an ASGI app with uvicorn in a background thread; yields its base URL."""
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", port: int = 0, scheme: str | None = None, **config: Any
+) -> Iterator[str]:
+    """Run an ASGI app with uvicorn in a background thread; yields its base URL (``scheme`` when the
+    protocol does TLS itself, as the gateway's does)."""
     import uvicorn
 
     port = port or free_port()
@@ -436,7 +439,7 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: 
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the server did not start")
         time.sleep(0.01)
-    scheme = "https" if config.get("ssl_certfile") else "http"
+    scheme = scheme or ("https" if config.get("ssl_certfile") else "http")
     try:
         yield f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}"
     finally:
