@@ -47,7 +47,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness import RESULTS, SyntheticBackend, WrkResult, nginx, pin, wrk
+from harness import RESULTS, SyntheticBackend, WrkResult, cpu_seconds, nginx, pin, wrk
 from homellm.store import open_database
 from homellm.store.keys import KeyStore
 from homellm.testing.fake_backend import free_port
@@ -70,10 +70,12 @@ class PathResult:
     c32: WrkResult
     c1: WrkResult
     relay: float | None  # NDJSON chunks/s, median of three streams
+    cpu_us: float  # CPU time the server (the proxy, or the backend when direct) spent per request at c=32
+    core_share: float  # its CPU seconds per second of the c=32 run: below 1, other processes had its core
 
 
 @contextmanager
-def bare_proxy(backend_url: str, log: Path, cpu: int) -> Iterator[str]:
+def bare_proxy(backend_url: str, log: Path, cpu: int) -> Iterator[tuple[str, int]]:
     """benchmarks/bare_proxy.py: uvicorn + aiohttp with none of the gateway, for calibration."""
     port = free_port()
     cmd = [
@@ -86,7 +88,7 @@ def bare_proxy(backend_url: str, log: Path, cpu: int) -> Iterator[str]:
     ]
     with Process(cmd, log, cpu=cpu) as proc:
         wait_for(lambda: accepts("127.0.0.1", port), 60, "the bare proxy", proc)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
 
 
 @dataclass
@@ -328,18 +330,20 @@ def main() -> int:
             GatewayProcess(
                 home, backend=backend.url, cpu=PROXY_CPU, requests_per_minute=0, max_streams_per_key=0
             ) as gateway,
-            nginx(backend.port, cpu=PROXY_CPU) as nginx_url,
-            bare_proxy(backend.url, tmp / "bare.log", PROXY_CPU) as bare_url,
+            nginx(backend.port, cpu=PROXY_CPU) as (nginx_url, nginx_pid),
+            bare_proxy(backend.url, tmp / "bare.log", PROXY_CPU) as (bare_url, bare_pid),
         ):
             targets = {
-                "direct backend": (backend.url, None),
-                "through nginx": (nginx_url, None),
-                "bare uvicorn+aiohttp proxy": (bare_url, None),
-                "through homellm": (gateway.url, key),
+                "direct backend": (backend.url, None, backend.pid),
+                "through nginx": (nginx_url, None, nginx_pid),
+                "bare uvicorn+aiohttp proxy": (bare_url, None, bare_pid),
+                "through homellm": (gateway.url, key, gateway.pid),
             }
-            for name, (url, auth) in targets.items():
+            for name, (url, auth, server_pid) in targets.items():
                 warm = wrk(url, 32, 2, "/api/chat", CHAT, auth, LOAD_CPU)
+                cpu_before = cpu_seconds(server_pid)
                 c32 = wrk(url, 32, args.seconds, "/api/chat", CHAT, auth, LOAD_CPU)
+                cpu = cpu_seconds(server_pid) - cpu_before
                 c1 = wrk(url, 1, args.seconds, "/api/chat", CHAT, auth, LOAD_CPU)
                 streamed = url != bare_url  # the bare proxy answers whole bodies only
                 rates = [asyncio.run(relay_rate(url, auth, args.relay_tokens)) for _ in range(3 if streamed else 0)]
@@ -348,7 +352,8 @@ def main() -> int:
                     sent.add("wrk c=32", c32.written)
                     sent.add("wrk c=1", c1.written)
                     sent.add("relay streams", len(rates))
-                results[name] = PathResult(c32, c1, statistics.median(rates) if rates else None)
+                relay = statistics.median(rates) if rates else None
+                results[name] = PathResult(c32, c1, relay, 1e6 * cpu / c32.completed, cpu / c32.seconds)
             streams = streams_check(backend, gateway, key, 500, 200)
             sent.add("500 streams", streams.streams)
             if py_spy is not None:
@@ -363,7 +368,18 @@ def report(console: Console, results: dict[str, PathResult], streams: StreamsRes
         title="Gateway overhead: Go synthetic backend, one run (ms; req/s and chunks/s higher is better)",
         title_justify="left",
     )
-    cols = ("path", "c=32 req/s", "c=32 p50", "c=32 p99", "c=1 p50", "c=1 p99", "NDJSON chunks/s", "errors")
+    cols = (
+        "path",
+        "c=32 req/s",
+        "c=32 p50",
+        "c=32 p99",
+        "CPU µs/req",
+        "core share",
+        "c=1 p50",
+        "c=1 p99",
+        "NDJSON chunks/s",
+        "errors",
+    )
     for col in cols:
         table.add_column(col, justify="left" if col == "path" else "right")
     for name, r in results.items():
@@ -372,6 +388,8 @@ def report(console: Console, results: dict[str, PathResult], streams: StreamsRes
             f"{r.c32.rate:,.0f}",
             f"{r.c32.p50_ms:.2f}",
             f"{r.c32.p99_ms:.2f}",
+            f"{r.cpu_us:.0f}",
+            f"{r.core_share:.2f}",
             f"{r.c1.p50_ms:.3f}",
             f"{r.c1.p99_ms:.3f}",
             f"{r.relay:,.0f}" if r.relay else "-",
@@ -385,6 +403,8 @@ def report(console: Console, results: dict[str, PathResult], streams: StreamsRes
                 "",
                 "",
                 "",
+                "",
+                "",
                 f"{r.c1.p50_ms - base.c1.p50_ms:+.3f}",
                 f"{r.c1.p99_ms - base.c1.p99_ms:+.3f}",
                 "",
@@ -392,6 +412,11 @@ def report(console: Console, results: dict[str, PathResult], streams: StreamsRes
             )
     console.print(table)
     g, n, bare = results["through homellm"], results["through nginx"], results["bare uvicorn+aiohttp proxy"]
+    console.print(
+        f"CPU per request: homellm {g.cpu_us:.0f} µs (at most {1e6 / g.cpu_us:,.0f} req/s on a whole core), the bare "
+        f"uvicorn+aiohttp proxy {bare.cpu_us:.0f} µs ({1e6 / bare.cpu_us:,.0f} req/s), nginx {n.cpu_us:.0f} µs; "
+        "core share below 1.00: other processes ran on the proxies' core during the run"
+    )
     console.print(
         f"homellm does {100 * g.c32.rate / bare.c32.rate:.0f}% of the bare uvicorn+aiohttp proxy's c=32 rate "
         "(the same stack with no checks, no parsing, no usage log)"

@@ -92,9 +92,22 @@ class SyntheticBackend(Process):
 # ---- nginx ------------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (nginx's worker, say) so far."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
 @contextmanager
-def nginx(backend_port: int, cpu: int | None = None) -> Iterator[str]:
-    """nginx with one worker as a plain reverse proxy (upstream keep-alive, no buffering of streams)."""
+def nginx(backend_port: int, cpu: int | None = None) -> Iterator[tuple[str, int]]:
+    """nginx with one worker as a plain reverse proxy (upstream keep-alive, no buffering of streams);
+    yields its URL and the master's pid."""
     exe = need("nginx", "apt-get install nginx")
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +127,7 @@ http {{
 }}""")
         with Process([exe, "-c", str(conf), "-p", tmp], Path(tmp) / "nginx.out", cpu=cpu) as proc:
             wait_for(lambda: accepts("127.0.0.1", port), 30, "nginx", proc)
-            yield f"http://127.0.0.1:{port}"
+            yield f"http://127.0.0.1:{port}", proc.pid
 
 
 # ---- wrk --------------------------------------------------------------------------------------

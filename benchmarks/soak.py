@@ -82,7 +82,9 @@ def main() -> int:
         f"warm-up {len(warm_out):,} requests in {args.warmup:.0f} s"
     )
     print("  t (s)   RSS (MiB)   descriptors (own + backend pool)   client connections")
-    for t, d, clients in samples:
+    step = max(1, len(samples) // 10)  # about ten rows, and the last
+    shown = samples[::step] + ([samples[-1]] if samples and (len(samples) - 1) % step else [])
+    for t, d, clients in shown:
         print(f"  {t:5.0f}   {d.rss / MIB:9.1f}   {d.own:4d} + {d.upstream:<3d}{'':23}{clients:4d}")
     growth = (end.rss - warm.rss) / warm.rss
     peak = max([d.rss for _t, d, _c in samples] + [end.rss])

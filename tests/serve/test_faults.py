@@ -296,6 +296,23 @@ def test_pending_tls_handshakes_count_against_the_address_cap(tmp_path: Path, ho
         )
 
 
+def test_a_body_timeout_is_logged_as_the_408_the_client_got(tmp_path: Path, home: Home) -> None:
+    """The protocol answers 408 when a body is too slow; the usage row must say so, not 499 (the
+    client went away) with no reason."""
+    with (
+        ScriptedBackend(tmp_path / "backend.log") as backend,
+        GatewayProcess(home.path, backend=backend.url, body_timeout_s=1) as gateway,
+        socket.create_connection(("127.0.0.1", gateway.port), timeout=60) as sock,
+    ):
+        sock.sendall(_chat_request(gateway.port, home.user, 1, body_cut=10))
+        responses = _Responses()
+        responses.read(sock, 1)
+        assert responses.complete == 1 and b"did not arrive in time" in responses.bodies[0]
+        (row,) = gateway.wait_usage("route = ?", ["/api/chat"])
+    assert (row["status"], row["cancelled"]) == (408, 0), dict(row)
+    assert row["error"] and "in time" in row["error"], dict(row)
+
+
 # ---- pipelined requests and the connection timers ----------------------------------------
 
 
