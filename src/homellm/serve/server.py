@@ -177,15 +177,24 @@ def guarded_protocol(settings: Settings, cap: ConnectionCap | None) -> type:
             if cycle is None or cycle.response_complete:
                 return  # still waiting for a request's headers: the header timer runs
             if cycle.more_body:
-                if self._phase != "body":
+                # a pipelined request waits behind an answer in progress: its body timer starts with it
+                if self._phase != "body" and not getattr(self, "pipeline", None):
                     self._arm("body", body_timeout)
             elif self._phase:
                 self._disarm()  # the whole request is in; the app runs
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm("headers", header_timeout)
+            if self.transport.is_closing():
+                return
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:  # a pipelined request now runs
+                if cycle.more_body:
+                    self._arm("body", body_timeout)
+                else:
+                    self._disarm()
+                return
+            self._arm("headers", header_timeout)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

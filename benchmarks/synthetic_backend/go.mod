@@ -1,0 +1,3 @@
+module homellm.local/synthetic_backend
+
+go 1.19
