@@ -265,9 +265,10 @@ def test_tool_calls_and_json_schema_formats_are_translated(gateway_home: Path, o
         calls = [c for p in parts for c in (p.message.tool_calls or [])]
         assert [c.function.arguments for c in calls] == [{"city": "Kyoto"}] and parts[-1].done
         # the tool's answer goes back as an OpenAI tool message tied to the call
+        call = {"function": {"name": "weather", "arguments": {"city": "Kyoto"}}}
         client.chat(model="fake:small", messages=[
             {"role": "user", "content": "weather?"},
-            {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Kyoto"}}}]},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
             {"role": "tool", "content": "sunny", "tool_name": "weather"}])  # fmt: skip
         sent = openai_fake.rec.requests[-1].body["messages"]
         assert sent[2]["role"] == "tool" and sent[2]["tool_call_id"] == sent[1]["tool_calls"][0]["id"]

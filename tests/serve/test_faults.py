@@ -251,8 +251,12 @@ def test_stalled_connections_from_one_address_are_capped_and_others_are_served(
     gateway = stall_gateway
     with slow_connections(gateway.port, 200, mode, ["127.0.0.1"], _client_tls(gateway)) as conns:
         assert conns.wait_closed(200 - CAP, timeout=60) == 200 - CAP
-        for answer in conns.answers.values():  # refused at once, with a reason
-            assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer, answer
+        for answer in conns.answers.values():  # refused at once: over HTTP with a reason; over TLS before the
+            # handshake, where no answer is possible, the connection just ends
+            if gateway.tls:
+                assert answer == b"", answer
+            else:
+                assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer, answer
         assert conns.still_open() == CAP
         r = _served(gateway, home.user, "127.0.0.2")
         assert r.status_code == 200 and r.json()["models"]

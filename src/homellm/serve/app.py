@@ -21,7 +21,18 @@ from homellm.serve.fields import FieldPolicy
 from homellm.serve.forward import Forwarder
 from homellm.serve.metrics import Metrics
 from homellm.serve.policy import Route, front_of, match
-from homellm.serve.request import BytesReply, Ctx, Receive, Reply, Scope, Send, error_reply, header_map, json_reply
+from homellm.serve.request import (
+    BODY_TIMED_OUT,
+    BytesReply,
+    Ctx,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    error_reply,
+    header_map,
+    json_reply,
+)
 from homellm.serve.request import text_reply as text
 from homellm.settings import Settings
 from homellm.store import open_database
@@ -80,7 +91,11 @@ class Gateway:
             ctx.stats.error = str(exc)
             await error_reply(ctx.front, exc, ctx.cors)(scope, receive, send)
         except ClientGone:
-            ctx.stats.cancelled = True
+            if scope.get(BODY_TIMED_OUT):  # the server answered 408 and closed the connection
+                ctx.status = 408
+                ctx.stats.error = _("the request body did not arrive in time")
+            else:
+                ctx.stats.cancelled = True
         except Exception as exc:  # a bug must not leak a slot, a traceback or a half answer
             log.error("internal error on %s %s: %s", ctx.method, ctx.label, exc, exc_info=self.settings.debug)
             ctx.status = 500

@@ -92,6 +92,14 @@ class EngineBackend(OpenAIBackend):
                 503, _("the engine is starting or restarting; retry in a few seconds"), headers={"Retry-After": "5"}
             )
 
+    def failure(self, exc: BaseException) -> GatewayError:
+        """A connection refused because the engine just died is a restart in progress (503), not a 502."""
+        proc = self.supervisor.process
+        if (proc is not None and proc.poll() is not None) or not self.supervisor.ready:
+            return GatewayError(503, _("the engine is restarting after a crash; retry in a few seconds"),
+                                headers={"Retry-After": "5"})  # fmt: skip
+        return super().failure(exc)
+
     def _model(self, name: str) -> EngineModel | None:
         base = name.removesuffix(":latest")
         return next((m for m in self.supervisor.models if m.alias in (name, base)), None)

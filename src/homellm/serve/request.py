@@ -22,6 +22,7 @@ Send = Callable[[Message], Awaitable[None]]
 Reply = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_MODEL_NAME = 256  # longer names are refused, never logged
+BODY_TIMED_OUT = "homellm.body_timed_out"  # set in a request's scope by the server when its body came too late
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 from homellm.errors import UsageError
 from homellm.serve.backends import Backend, detect_backend
 from homellm.serve.network import is_loopback_bind
+from homellm.serve.request import BODY_TIMED_OUT
 from homellm.serve.tls import TlsFiles, ensure_tls
 from homellm.settings import Settings
 
@@ -156,6 +157,8 @@ def guarded_protocol(settings: Settings, cap: ConnectionCap | None) -> type:
             if self.transport.is_closing():
                 return
             if self._phase == "body":
+                if self.cycle is not None:  # the gateway records the 408 the client got, not a cancellation
+                    self.cycle.scope[BODY_TIMED_OUT] = True
                 _refuse(self.transport, b"408 Request Timeout", b'{"error":"the request body did not arrive in time"}')
             self.transport.close()
 
@@ -241,7 +244,7 @@ def https_front(settings: Settings, tls: TlsFiles, inner: type, cap: ConnectionC
             self._transport = transport
             ip = _peer_ip(transport)
             if not cap.admit(ip):
-                _refuse(transport, b"503 Service Unavailable", b'{"error":"too many connections from your address"}')
+                transport.close()  # before TLS there is no way to answer a TLS client: the connection just ends
                 return
             self._ip = ip
 
@@ -251,8 +254,10 @@ def https_front(settings: Settings, tls: TlsFiles, inner: type, cap: ConnectionC
                 return
             if data[:1] == b"\x16":  # a TLS handshake: TLS from here on, fed the bytes already read
                 self._ip = None  # the TLS protocol releases the address from now on
-                tls_proto = CountedTLS(asyncio.get_running_loop(), self._make(), context, None,  # type: ignore[arg-type]
-                                       server_side=True, ssl_handshake_timeout=int(settings.header_timeout_s))  # fmt: skip
+                loop = asyncio.get_running_loop()
+                timeout = int(settings.header_timeout_s)
+                tls_proto = CountedTLS(loop, self._make(), context, None,  # type: ignore[arg-type]
+                                       server_side=True, ssl_handshake_timeout=timeout)  # fmt: skip
                 tls_proto.ip = ip
                 t.set_protocol(tls_proto)
                 tls_proto.connection_made(t)
