@@ -7,8 +7,8 @@ interception that answering mDNS first, or being given as the URL, makes possibl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -53,67 +53,71 @@ def served(tmp_path: Path, backend_url: str) -> Iterator[Served]:
 
 @dataclass
 class Relay:
-    """A TLS man-in-the-middle with its own certificate, forwarding to ``upstream``."""
+    """A TLS man-in-the-middle with its own certificate, forwarding to ``upstream`` and recording the
+    decrypted bytes both ways. It runs on its own asyncio loop in a thread: one TLS socket must not be
+    read and written by two threads at once (OpenSSL's objects are not thread-safe that way)."""
 
     upstream: tuple[str, int]
     tls: TlsFiles
     port: int = 0
     to_server: bytearray = field(default_factory=bytearray)
     to_client: bytearray = field(default_factory=bytearray)
-    sockets: list[socket.socket] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def _pump(self, src: ssl.SSLSocket, dst: ssl.SSLSocket, record: bytearray) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := src.recv(65536):
-                record += chunk
-                dst.sendall(chunk)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def _serve_one(self, client: ssl.SSLSocket) -> None:
+    async def _serve_one(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         out = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         out.check_hostname, out.verify_mode = False, ssl.CERT_NONE
-        with client, out.wrap_socket(socket.create_connection(self.upstream)) as server:
-            self.sockets += [client, server]
-            back = threading.Thread(target=self._pump, args=(server, client, self.to_client), daemon=True)
-            back.start()
-            self._pump(client, server, self.to_server)
-            back.join(10)
+        try:
+            s_reader, s_writer = await asyncio.open_connection(*self.upstream, ssl=out)
+        except OSError:
+            c_writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, record: bytearray) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while chunk := await src.read(65536):
+                    record += chunk
+                    dst.write(chunk)
+                    await dst.drain()
+            with contextlib.suppress(OSError, ConnectionError, RuntimeError):
+                dst.close()
+
+        await asyncio.gather(pump(c_reader, s_writer, self.to_server), pump(s_reader, c_writer, self.to_client))
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Relay]:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self.tls.cert, self.tls.key)
-        listener = socket.create_server(("127.0.0.1", 0))
-        self.port = listener.getsockname()[1]
-        stop = threading.Event()
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        holder: dict[str, asyncio.Server] = {}
 
-        def accept() -> None:
-            while not stop.is_set():
-                try:
-                    raw, _ = listener.accept()
-                    conn = ctx.wrap_socket(raw, server_side=True)
-                except OSError:
-                    continue
-                threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+        async def start() -> None:
+            server = await asyncio.start_server(self._serve_one, "127.0.0.1", 0, ssl=ctx)
+            holder["server"] = server
+            self.port = server.sockets[0].getsockname()[1]
+            started.set()
 
-        thread = threading.Thread(target=accept, daemon=True)
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
         thread.start()
+        asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        started.wait(10)
         try:
             yield self
         finally:
-            stop.set()
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (close alone does not)
-            listener.close()
-            thread.join(5)
-            for sock in self.sockets:  # so the gateway is not left waiting on idle relayed connections
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+
+            async def stop() -> None:
+                holder["server"].close()
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task():
+                        task.cancel()
+
+            asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
 
 
 @pytest.fixture

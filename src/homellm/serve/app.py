@@ -8,6 +8,7 @@ same ``finally``). Errors are rendered in the front's own shape: Ollama ``{"erro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -23,6 +24,8 @@ from homellm.serve.metrics import Metrics
 from homellm.serve.policy import Route, front_of, match
 from homellm.serve.request import (
     BODY_TIMED_OUT,
+    CLIENT_GONE,
+    REQUEST_TASK,
     BytesReply,
     Ctx,
     Receive,
@@ -82,6 +85,7 @@ class Gateway:
         client = scope.get("client") or ("", 0)
         path = scope["path"]
         ctx = Ctx(front_of(path), scope["method"], path, client[0], header_map(scope))
+        scope[REQUEST_TASK] = task = asyncio.current_task()
         self.metrics.active.inc()
         try:
             reply = await self._handle(ctx, receive)
@@ -90,12 +94,13 @@ class Gateway:
             ctx.status = exc.status
             ctx.stats.error = str(exc)
             await error_reply(ctx.front, exc, ctx.cors)(scope, receive, send)
+        except asyncio.CancelledError:
+            if not scope.get(CLIENT_GONE) or task is None:
+                raise  # the server is shutting down
+            task.uncancel()  # the client left; the upstream request was closed on the way out
+            _client_ended(scope, ctx)
         except ClientGone:
-            if scope.get(BODY_TIMED_OUT):  # the server answered 408 and closed the connection
-                ctx.status = 408
-                ctx.stats.error = _("the request body did not arrive in time")
-            else:
-                ctx.stats.cancelled = True
+            _client_ended(scope, ctx)
         except Exception as exc:  # a bug must not leak a slot, a traceback or a half answer
             log.error("internal error on %s %s: %s", ctx.method, ctx.label, exc, exc_info=self.settings.debug)
             ctx.status = 500
@@ -181,6 +186,15 @@ class Gateway:
         status, answer = pairing.handle(ctx.path, body, ctx.client_ip, self.pairing, self.keys, self.pair_sessions,
                                         self.fingerprint)  # fmt: skip
         return json_reply(answer, status)
+
+
+def _client_ended(scope: Scope, ctx: Ctx) -> None:
+    """The connection ended before the answer: the client left, or the server cut a body that came too late."""
+    if scope.get(BODY_TIMED_OUT):  # the server answered 408 and closed the connection
+        ctx.status = 408
+        ctx.stats.error = _("the request body did not arrive in time")
+    else:
+        ctx.stats.cancelled = True
 
 
 def _prompt_text(body: dict[str, Any]) -> str | None:

@@ -9,9 +9,8 @@ embedded engine), the gateway streams upstream and assembles the answer itself.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
@@ -24,7 +23,6 @@ from homellm.protocol import translate
 from homellm.serve import relay
 from homellm.serve.backends import JSON_HEADERS, Backend
 from homellm.serve.body import encode, encode_async
-from homellm.serve.checks import ClientGone
 from homellm.serve.policy import Route
 from homellm.serve.request import BytesReply, Ctx, Receive, Reply, json_reply
 from homellm.settings import Settings
@@ -124,14 +122,14 @@ class Forwarder:
     ) -> Reply:
         """Send the checked request upstream unchanged in meaning (the key is not forwarded) and relay the answer."""
         headers = JSON_HEADERS if body else None
-        upstream = await self.guarded(ctx, receive, self.backend.open(ctx.method, ctx.path, body, headers))
+        upstream = await self.backend.open(ctx.method, ctx.path, body, headers)
         ctype = upstream.headers.get("Content-Type", "")
         if upstream.status < 400 and ("ndjson" in ctype or "event-stream" in ctype):
             sse = "event-stream" in ctype
             records = relay.records(upstream, b"\n\n" if sse else b"\n", self.backend)
             chunks = relay.sse_passthrough(records, ctx, want_usage) if sse else relay.ndjson_passthrough(records, ctx)
             return self._relay(chunks, upstream, SSE if sse else NDJSON, ctx)
-        content = await self.guarded(ctx, receive, self.backend.read(upstream))
+        content = await self.backend.read(upstream)
         if upstream.status >= 400:
             raise backend_error(upstream.status, content)
         if pool_embeddings:
@@ -161,11 +159,11 @@ class Forwarder:
         sink: translate.OllamaStream | translate.OpenAIWhole,
         path: str | None = None,
     ) -> None:
-        upstream = await self.guarded(ctx, receive, self.backend.open("POST", path or ctx.path, payload, JSON_HEADERS))
+        upstream = await self.backend.open("POST", path or ctx.path, payload, JSON_HEADERS)
         await self._expect_sse(upstream)
         records = relay.records(upstream, b"\n\n", self.backend)
         try:
-            await self.guarded(ctx, receive, relay.collect_openai(records, ctx, sink))
+            await relay.collect_openai(records, ctx, sink)
         except relay.UpstreamError as exc:
             raise exc.error from None
         finally:
@@ -190,31 +188,6 @@ class Forwarder:
         self, chunks: AsyncIterator[bytes], upstream: aiohttp.ClientResponse, media_type: str, ctx: Ctx
     ) -> Reply:
         return relay.Relay(chunks, upstream, media_type, ctx, self.settings.send_timeout_s)
-
-    async def guarded(self, ctx: Ctx, receive: Receive, work: Awaitable[T]) -> T:
-        """``work``, cancelled (and the request recorded as cancelled) if the client leaves meanwhile."""
-        task = asyncio.current_task()
-        assert task is not None
-        gone = False
-
-        async def watch() -> None:
-            nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone = True
-            task.cancel()
-
-        watcher = asyncio.get_running_loop().create_task(watch())
-        try:
-            return await work
-        except asyncio.CancelledError:
-            if not gone:
-                raise
-            task.uncancel()
-            ctx.stats.cancelled = True
-            raise ClientGone from None
-        finally:
-            watcher.cancel()
 
     # ---- translation: an Ollama client in front of an OpenAI-compatible backend ---------
 
@@ -269,7 +242,7 @@ class Forwarder:
             ctx.stats.prompt_tokens = whole.get("prompt_eval_count")
             ctx.stats.completion_tokens = whole.get("eval_count")
             return json_reply(whole)
-        upstream = await self.guarded(ctx, receive, self.backend.open("POST", path, encode(payload), JSON_HEADERS))
+        upstream = await self.backend.open("POST", path, encode(payload), JSON_HEADERS)
         await self._expect_sse(upstream)
         records = relay.records(upstream, b"\n\n", self.backend)
         chunks = relay.ndjson_from_openai(records, ctx, out, lambda: self._fill_prompt_tokens(ctx, out))
@@ -286,8 +259,8 @@ class Forwarder:
     ) -> Reply:
         timing = translate.Timing()
         payload = encode(translate.embed_to_openai(req))
-        upstream = await self.guarded(ctx, receive, self.backend.open("POST", "/v1/embeddings", payload, JSON_HEADERS))
-        content = await self.guarded(ctx, receive, self.backend.read(upstream))
+        upstream = await self.backend.open("POST", "/v1/embeddings", payload, JSON_HEADERS)
+        content = await self.backend.read(upstream)
         if upstream.status >= 400:
             raise backend_error(upstream.status, content)
         resp = _json(_pool_openai_embeddings(content))

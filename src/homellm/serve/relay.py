@@ -221,18 +221,9 @@ class Relay:
         self.headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A client leaving cancels this task (the server's protocol does it, see serve/server.py): the
+        ``finally`` below then closes the upstream response, which stops the backend's generation."""
         ctx, stats = self.ctx, self.ctx.stats
-        task = asyncio.current_task()
-        assert task is not None
-        left = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            left.set()
-            task.cancel()
-
-        watcher = asyncio.get_running_loop().create_task(watch())
         try:
             await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
             ctx.response_started = True
@@ -247,17 +238,11 @@ class Relay:
                         {"type": "http.response.body", "body": error_record(ctx.front, exc.error), "more_body": True}
                     )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not left.is_set():
-                raise
-            stats.cancelled = True  # the client left: closing the chunks below closes the upstream request
-            task.uncancel()
         except TimeoutError:
             stats.cancelled = True
             stats.fail(408, _("the client stopped reading for {s:.0f} s").format(s=self.send_timeout))
         except OSError:  # ASGI servers may raise on send after a disconnect
             stats.cancelled = True
         finally:
-            watcher.cancel()
             self.upstream.close()  # closing the connection is what stops the backend's generation, at once
             await self.chunks.aclose()  # type: ignore[attr-defined]

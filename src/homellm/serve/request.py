@@ -22,7 +22,10 @@ Send = Callable[[Message], Awaitable[None]]
 Reply = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_MODEL_NAME = 256  # longer names are refused, never logged
-BODY_TIMED_OUT = "homellm.body_timed_out"  # set in a request's scope by the server when its body came too late
+# set in a request's scope by the gateway (the task serving it) and by the server's protocol (why it ended)
+REQUEST_TASK = "homellm.task"
+CLIENT_GONE = "homellm.client_gone"
+BODY_TIMED_OUT = "homellm.body_timed_out"
 
 
 @dataclass(slots=True)

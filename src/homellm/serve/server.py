@@ -13,7 +13,7 @@ from typing import Any
 from homellm.errors import UsageError
 from homellm.serve.backends import Backend, detect_backend
 from homellm.serve.network import is_loopback_bind
-from homellm.serve.request import BODY_TIMED_OUT
+from homellm.serve.request import BODY_TIMED_OUT, CLIENT_GONE, REQUEST_TASK
 from homellm.serve.tls import TlsFiles, ensure_tls
 from homellm.settings import Settings
 
@@ -201,6 +201,14 @@ def guarded_protocol(settings: Settings, cap: ConnectionCap | None) -> type:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                # the client left mid-request: cancel the gateway's work on it now (it closes the upstream
+                # request, which stops the backend) instead of a watcher task per request
+                task = cycle.scope.get(REQUEST_TASK)
+                if task is not None and not task.done():
+                    cycle.scope[CLIENT_GONE] = True
+                    task.cancel()
             if self._ip is not None and cap is not None:
                 cap.release(self._ip)
                 self._ip = None
