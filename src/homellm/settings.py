@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     engine_port: int = Field(0, ge=0, le=65535, description="embedded engine's loopback port (0 = any free one)")
     advertise: bool = Field(True, description="announce the gateway on the LAN with mDNS (_homellm._tcp)")
 
+    # model downloads (homellm pull)
+    ollama_registry: str = Field("https://registry.ollama.ai", description="Ollama registry `homellm pull` uses")
+    hf_endpoint: str = Field(
+        "https://huggingface.co",
+        validation_alias=AliasChoices("HF_ENDPOINT", "HOMELLM_HF_ENDPOINT"),
+        description="Hugging Face endpoint (or mirror) for hf.co/ORG/REPO models",
+    )
+    hf_token: str | None = Field(
+        None, validation_alias=AliasChoices("HF_TOKEN"), description="Hugging Face token for gated repos"
+    )
+
     # other programs' variables that homellm reads (doctor, env)
     ollama_host: str | None = Field(None, validation_alias=AliasChoices("OLLAMA_HOST"), description="Ollama's bind")
     ollama_origins: str | None = Field(None, validation_alias=AliasChoices("OLLAMA_ORIGINS"),

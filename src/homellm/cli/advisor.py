@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -13,6 +14,7 @@ from homellm.cli.output import GIB, console, err_console, gib, print_json
 if TYPE_CHECKING:
     from homellm.catalog import Catalog
     from homellm.hardware.types import HardwareProfile
+    from homellm.models.sources import RemoteFile
     from homellm.plan.advisor import Candidate
     from homellm.plan.fit import FitResult
     from homellm.plan.guide import ClaimAudit
@@ -56,8 +58,12 @@ BENCHMARKS = ("MMLU", "MMLU-Pro", "HumanEval", "MT-Bench", "GSM8K", "AIME 2025",
 def models(
     json_out: bool = JsonOpt,
     scores: bool = typer.Option(False, "--scores", help="Show the published benchmark table, cloud models included."),
+    local: bool = typer.Option(False, "--local", help="List the models downloaded into HOMELLM_HOME/models."),
 ) -> None:
     """List the catalog's models: size, quantizations, Japanese ability and published scores."""
+    if local:
+        _print_local_models(json_out)
+        return
     catalog = _catalog()
     if json_out:
         data: Any = [m.model_dump(mode="json") for m in catalog.models]
@@ -480,6 +486,143 @@ def buy(
     console.print("[dim]Prices are reference points (see `homellm gpus` for their dates); speeds are estimates.[/]")
 
 
+def _models_dir() -> Path:
+    from homellm.settings import get_settings
+
+    return get_settings().models_path
+
+
+def _print_local_models(json_out: bool) -> None:
+    from homellm.i18n import _
+    from homellm.models.store import ModelStore
+
+    store = ModelStore(_models_dir())
+    found = store.listing()
+    if json_out:
+        print_json([{**asdict(m), "path": str(store.path(m))} for m in found])
+        return
+    if not found:
+        console.print(_("no models in {folder}; get one with: homellm pull qwen2.5:7b").format(folder=store.folder))
+        return
+    rows = [(m.name, m.quant or "-", gib(m.size), m.source, str(store.path(m))) for m in found]
+    _print_table(_("Models in {folder}").format(folder=store.folder), ("name", "quant", "size>", "from", "file"), rows)
+
+
+class _DownloadBar:
+    """Rich progress: size, speed and time left (homellm.models.transfer.Progress); shown once bytes flow."""
+
+    def __init__(self, label: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )  # fmt: skip
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=console)  # fmt: skip
+        self.task = self.bar.add_task(label, total=None)
+        self.shown = False
+
+    def start(self, total: int, completed: int) -> None:
+        if not self.shown:
+            self.bar.start()
+            self.shown = True
+        self.bar.update(self.task, total=total, completed=completed)
+
+    def advance(self, n: int) -> None:
+        self.bar.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.shown:
+            self.bar.stop()
+            self.shown = False
+
+
+def pull_model(
+    model: str, force: bool = False, gpu: list[str] | None = None, vram: float | None = None, ram: float | None = None
+) -> Path:
+    """Download MODEL with a progress bar (used by `pull`, `up MODEL` and `serve --model MODEL`)."""
+    from urllib.parse import urlsplit
+
+    from homellm.i18n import _
+    from homellm.models.pull import Registries, pull
+    from homellm.settings import get_settings
+
+    settings = get_settings()
+    catalog = _catalog()
+    hw = None if force else _hardware(catalog, gpu, vram, ram)
+    registries = Registries(settings.ollama_registry, settings.hf_endpoint, settings.hf_token)
+    bar = _DownloadBar(model)
+
+    def located(remote: RemoteFile, resumed: int) -> None:
+        line = _("{name}: {size} from {host}").format(
+            name=remote.ref.name, size=gib(remote.size), host=urlsplit(remote.url).netloc
+        )
+        if resumed:
+            line += _(", resuming at {have}").format(have=gib(resumed))
+        console.print(line, soft_wrap=True)
+
+    try:
+        result = pull(model, catalog=catalog, models_dir=settings.models_path, registries=registries, hardware=hw,
+                      force=force, progress=bar, on_located=located)  # fmt: skip
+    except KeyboardInterrupt:
+        bar.close()
+        err_console.print(_("interrupted: the partial download is kept; run the same command to resume"))
+        raise typer.Exit(130) from None
+    finally:
+        bar.close()
+    path = settings.models_path / result.model.file
+    if result.remote is None:
+        console.print(
+            _("{name} is already downloaded: {path}").format(name=result.model.name, path=path), soft_wrap=True
+        )
+        return path
+    console.print(
+        _("{name} ({quant}, {size}) saved to {path}; sha256 verified").format(
+            name=result.model.name, quant=result.model.quant or "?", size=gib(result.model.size), path=path
+        ),
+        soft_wrap=True,
+    )
+    if result.fit is not None:
+        fit = result.fit
+        speed = f", ~{fit.decode_tokens_per_s:.0f} tok/s" if fit.decode_tokens_per_s else ""
+        console.print(_("fits this machine: {used} at {ctx:,} tokens of context{speed}").format(
+            used=gib(fit.total_bytes), ctx=fit.params.n_ctx, speed=speed), soft_wrap=True)  # fmt: skip
+    return path
+
+
+def pull(
+    model: str = typer.Argument(
+        ..., help="A catalog id (qwen2.5:14b), id:QUANT (qwen2.5:14b:Q6_K), an Ollama tag, or hf.co/ORG/REPO[:QUANT]."
+    ),
+    force: bool = typer.Option(False, "--force", help="Download even when the disk or the fit check says no."),
+    gpu: list[str] | None = GpuOpt,
+    vram: float | None = VramOpt,
+    ram: float | None = RamOpt,
+) -> None:
+    """Download a model for the embedded engine into HOMELLM_HOME/models (resumable, sha256-verified).
+
+    From Ollama's registry by default (catalog ids are Ollama tags), or from Hugging Face with
+    hf.co/ORG/REPO:QUANT (HF_ENDPOINT and HF_TOKEN are honoured). Checks the free disk and that the
+    model fits this machine first; Ctrl-C keeps what was downloaded for the next run.
+    """
+    pull_model(model, force, gpu, vram, ram)
+
+
+def rm(model: str = typer.Argument(..., help="A name from `homellm models --local`.")) -> None:
+    """Delete a downloaded model from HOMELLM_HOME/models."""
+    from homellm.i18n import _
+    from homellm.models.store import ModelStore
+
+    store = ModelStore(_models_dir())
+    removed = store.remove(model)
+    console.print(_("removed {name} ({size}, {path})").format(name=removed.name, size=gib(removed.size),
+                                                              path=store.path(removed)), soft_wrap=True)  # fmt: skip
+
+
 def register(app: typer.Typer) -> None:
     app.command("models")(models)
     app.command("gpus")(gpus)
@@ -487,6 +630,8 @@ def register(app: typer.Typer) -> None:
     app.command("plan")(plan)
     app.command("buy")(buy)
     app.command("guide")(guide)
+    app.command("pull")(pull)
+    app.command("rm")(rm)
 
 
 __all__ = ["register"]

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from homellm.catalog import Catalog
 from homellm.catalog.schema import Architecture, ModelSpec
@@ -21,6 +22,9 @@ from homellm.i18n import _
 from homellm.plan import memory as mem
 from homellm.plan.layout import tensor_layout
 from homellm.plan.quantmix import assign_types
+
+if TYPE_CHECKING:
+    from homellm.plan.gguf_file import GGUFModel
 
 MIB = 1024 * 1024
 # Stated overheads (not buffers llama.cpp reports): the CUDA/ROCm context, cuBLAS
@@ -65,6 +69,14 @@ def _layer_of(name: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def from_gguf(g: GGUFModel, label: str | None = None) -> ResolvedModel:
+    """A model as its GGUF header describes it (the file's own tensors, types and head counts)."""
+    tensors = tuple(
+        WeightTensor(t.name, _layer_of(t.name), t.n_bytes, len(t.shape) == 3 and "_exps" in t.name) for t in g.tensors
+    )
+    return ResolvedModel(label or g.name, g.file_type, g.architecture, tensors, path=g.path)
+
+
 def resolve_model(model: str, quant: str | None, catalog: Catalog) -> ResolvedModel:
     """A catalog id (``qwen2.5:14b``) or a path to a ``.gguf`` file."""
     if model.lower().endswith(".gguf") or "/" in model or "\\" in model:
@@ -72,12 +84,7 @@ def resolve_model(model: str, quant: str | None, catalog: Catalog) -> ResolvedMo
 
         if quant:
             raise UsageError("--quant applies to catalog models; a .gguf file already has its quantization")
-        g = read_gguf(Path(model).expanduser())
-        tensors = tuple(
-            WeightTensor(t.name, _layer_of(t.name), t.n_bytes, len(t.shape) == 3 and "_exps" in t.name)
-            for t in g.tensors
-        )
-        return ResolvedModel(g.name, g.file_type, g.architecture, tensors, path=g.path)
+        return from_gguf(read_gguf(Path(model).expanduser()))
     spec = catalog.model(model)
     mix = catalog.mix(quant or spec.default_quant)
     typed = assign_types(tensor_layout(spec.architecture), mix, spec.architecture, catalog)
