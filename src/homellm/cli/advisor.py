@@ -39,7 +39,8 @@ def _hardware(catalog: Catalog, gpu: list[str] | None, vram: float | None, ram: 
     from homellm.hardware.detect import apply_overrides, detect_hardware
     from homellm.settings import get_settings
 
-    hw = detect_hardware(get_settings().models_path, catalog)
+    settings = get_settings()
+    hw = detect_hardware(settings.models_path, catalog, settings.home)
     return apply_overrides(hw, catalog, gpu, vram, ram)
 
 
@@ -277,6 +278,11 @@ def plan(
     gpu: list[str] | None = GpuOpt,
     vram: float | None = VramOpt,
     ram: float | None = RamOpt,
+    measure: bool = typer.Option(
+        False,
+        "--measure",
+        help="Measure this machine's CPU speed first (llama.cpp run or bandwidth probe) and cache it.",
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
     """What should I run? The best model x quantization per use on this (or the given) hardware.
@@ -295,6 +301,8 @@ def plan(
         )
     catalog = _catalog()
     params = _params(ctx, kv_type, True, 1)
+    if measure:
+        _measure(catalog, quiet=json_out)
     hw = _hardware(catalog, gpu, vram, ram)
     advice = [advise(hw, u, params, catalog) for u in uses]  # type: ignore[arg-type]
     audits = _guide_claims_about(hw, catalog)
@@ -344,6 +352,25 @@ def plan(
           "Details: homellm fit MODEL -q QUANT[/]").format(ctx=params.n_ctx, headroom=HEADROOM),
         soft_wrap=True,
     )  # fmt: skip
+
+
+def _measure(catalog: Catalog, quiet: bool) -> None:
+    from homellm.hardware.cpu import detect_cpu
+    from homellm.i18n import _
+    from homellm.plan.calibrate import calibrate, engine_installed
+    from homellm.settings import get_settings
+
+    settings = get_settings()
+    out = err_console if quiet else console
+    how = _("a short llama.cpp run and a memory probe") if engine_installed() else _("a memory bandwidth probe")
+    out.print(_("measuring this machine ({how}) ...").format(how=how))
+    result = calibrate(settings.home, settings.models_path, detect_cpu(), catalog)
+    out.print(
+        _("memory bandwidth {bw:.1f} GB/s; {reference}; saved to {path}").format(
+            bw=result.bandwidth_gbs, reference=result.reference, path=settings.home / "calibration.json"
+        ),
+        soft_wrap=True,
+    )
 
 
 def _guide_claims_about(hw: HardwareProfile, catalog: Catalog) -> list[ClaimAudit]:
