@@ -1,9 +1,10 @@
 """Time the real llama.cpp on this machine: prompt processing and greedy decoding of a small model.
 
-Runs in a child process (like :mod:`homellm.engine.buffers`) with the thread counts homellm's embedded
-engine uses (llama-cpp-python's server defaults: half the logical CPUs for decoding, all of them for
-prompts). Each figure is the median of a few timed runs after a warm-up, so one busy moment on a
-shared machine does not decide it.
+Runs in a child process (like :mod:`homellm.engine.buffers`) with the thread count homellm's embedded
+engine decodes with (llama-cpp-python's server default: half the logical CPUs). Prompts are timed with
+the same count: with every CPU busy in llama.cpp, its spinning threads make prompt speed erratic as soon
+as another process holds a core (15 to 271 tok/s for SmolLM2 on a shared 2-core machine, against a
+steady ~140 with one thread). Each figure is the median of a few timed runs after a warm-up.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ _TEXT = (
 
 
 def engine_threads() -> tuple[int, int]:
-    """(decode threads, prompt threads) as llama_cpp.server sets them by default."""
-    cpus = os.cpu_count() or 1
-    return max(cpus // 2, 1), cpus
+    """(decode threads, prompt threads): llama_cpp.server's decode default, for both."""
+    threads = max((os.cpu_count() or 1) // 2, 1)
+    return threads, threads
 
 
 @dataclass(frozen=True)

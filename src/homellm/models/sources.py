@@ -80,8 +80,8 @@ class OllamaRegistry:
         if resp.status_code == 404:
             short = ref.repo.removeprefix("library/")
             raise UsageError(
-                _("the Ollama library has no {name} (see https://ollama.com/library/{model}/tags)").format(
-                    name=ref.name, model=short
+                _("the Ollama library has no {name} (tag {tag}; see https://ollama.com/library/{model}/tags)").format(
+                    name=ref.name, tag=f"{short}:{ref.tag}", model=short
                 )
             )
         if resp.status_code in (401, 403):

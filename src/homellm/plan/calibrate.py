@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from homellm.catalog import Catalog
+from homellm.engine.speed_probe import DECODE_TOKENS, PROMPT_TOKENS, engine_threads, measure_engine_speed
 from homellm.hardware.calibration import save_calibration
 from homellm.hardware.membench import memory_bandwidth_gbs
 from homellm.hardware.types import CpuCalibration, CpuInfo, HardwareProfile
@@ -32,15 +33,15 @@ def engine_installed() -> bool:
 
 def calibrate(home: Path, models_dir: Path, cpu: CpuInfo, catalog: Catalog) -> CpuCalibration:
     """Measure, save to ``home`` and return this machine's CPU calibration."""
-    bandwidth = memory_bandwidth_gbs()
+    threads = engine_threads()[0]
+    bandwidth = memory_bandwidth_gbs(threads=threads)  # what the decoding threads can read
     now = datetime.now(UTC).isoformat(timespec="seconds")
     if not engine_installed():
-        result = CpuCalibration(bandwidth, 0.0, None, "probe", 0, 0, cpu.model, now,
+        result = CpuCalibration(bandwidth, 0.0, None, "probe", threads, threads, cpu.model, now,
                                 _("memory bandwidth probe; the llama.cpp engine is not installed"))  # fmt: skip
         save_calibration(home, result)
         return result
     from homellm.engine.demo import demo_model
-    from homellm.engine.speed_probe import DECODE_TOKENS, PROMPT_TOKENS, measure_engine_speed
     from homellm.plan.gguf_file import read_gguf
 
     path = demo_model(models_dir)
@@ -55,8 +56,8 @@ def calibrate(home: Path, models_dir: Path, cpu: CpuInfo, catalog: Catalog) -> C
     overhead = max(0.0, per_token - read / (bandwidth * 1e9)) / model.arch.n_layer
     flops = 2 * active_params(model) * speed.prefill_tokens_per_s
     reference = _(
-        "llama.cpp on {model} {quant}: decode {decode:.1f} tok/s ({dt} thread(s)), prefill {prefill:.0f} tok/s "
-        "({pt} threads), median of 5 runs"
+        "llama.cpp on {model} {quant} with {dt} thread(s): decode {decode:.1f} tok/s, prefill {prefill:.0f} tok/s, "
+        "medians of 5 runs"
     ).format(model=model.label, quant=model.quant, decode=speed.decode_tokens_per_s, dt=speed.decode_threads,
              prefill=speed.prefill_tokens_per_s, pt=speed.prefill_threads)  # fmt: skip
     result = CpuCalibration(bandwidth, overhead, flops, "llama.cpp", speed.decode_threads, speed.prefill_threads,
