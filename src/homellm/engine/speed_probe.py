@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from homellm.errors import EngineError
+from homellm.i18n import _
 
 PROMPT_TOKENS = 128
 DECODE_TOKENS = 64
@@ -62,7 +63,7 @@ def _child(model_path: str, runs: int, n_ctx: int) -> None:  # pragma: no cover 
         llm.eval(prompt)
         prefill = len(prompt) / (time.perf_counter() - start)
         start = time.perf_counter()
-        for _ in range(DECODE_TOKENS):
+        for _token in range(DECODE_TOKENS):
             llm.eval([llm.sample(top_k=1, temp=0.0)])
         return prefill, DECODE_TOKENS / (time.perf_counter() - start)
 
@@ -82,11 +83,19 @@ def measure_engine_speed(model_path: Path, runs: int = RUNS, n_ctx: int = 1024, 
         proc = subprocess.run([sys.executable, "-m", "homellm.engine.speed_probe", args], capture_output=True,
                               text=True, timeout=timeout, check=False)  # fmt: skip
     except subprocess.TimeoutExpired as exc:
-        raise EngineError(f"llama.cpp took longer than {timeout:.0f}s to time {model_path.name}") from exc
+        raise EngineError(
+            _("llama.cpp took longer than {timeout:.0f}s to time {model}").format(
+                timeout=timeout, model=model_path.name
+            )
+        ) from exc
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise EngineError(f"llama.cpp failed to run {model_path.name} (exit {proc.returncode}): {tail[0]}")
+        raise EngineError(
+            _("llama.cpp failed to run {model} (exit {code}): {line}").format(
+                model=model_path.name, code=proc.returncode, line=tail[0]
+            )
+        )
     return EngineSpeed(**json.loads(lines[-1]))
 
 

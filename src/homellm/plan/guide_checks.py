@@ -36,7 +36,7 @@ from homellm.catalog.schema import (
 )
 from homellm.hardware.detect import device_from_spec
 from homellm.hardware.types import GIB, CpuInfo, GpuDevice, HardwareProfile
-from homellm.i18n import _
+from homellm.i18n import N_, _
 from homellm.plan.fit import OS_RESERVE, FitResult, ResolvedModel, fit_model, resolve_model
 from homellm.plan.memory import ContextParams
 from homellm.plan.speed import calibration
@@ -157,7 +157,7 @@ def _need_text(fit: FitResult) -> str:
     )
 
 
-FIT_BASIS = _("homellm fit: llama.cpp's buffers at a 4,096-token context, f16 KV cache, flash attention")
+FIT_BASIS = N_("homellm fit: llama.cpp's buffers at a 4,096-token context, f16 KV cache, flash attention")
 
 
 # ---- memory --------------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def needs(c: NeedsCheck, catalog: Catalog) -> Finding:
                 model=_label(ref, catalog), need=_gib(need), claimed=c.claimed_gib
             )
         )
-        findings.append(Finding(verdict, figure, FIT_BASIS, fix))
+        findings.append(Finding(verdict, figure, _(FIT_BASIS), fix))
     return _join(findings, over_models=True)
 
 
@@ -216,7 +216,7 @@ def _run_one(ref: str, machine: HardwareProfile, catalog: Catalog) -> Finding:
             _("{model}: {total} do not fit {where} and {ram} of RAM").format(
                 model=label, total=_gib(fit.total_bytes), where=where, ram=_gib(ram)
             ),
-            FIT_BASIS,
+            _(FIT_BASIS),
             _("{model} needs {total}; it does not run on {where} with {ram} of RAM.").format(
                 model=label, total=_gib(fit.total_bytes), where=where, ram=_gib(ram)
             ),
@@ -228,7 +228,7 @@ def _run_one(ref: str, machine: HardwareProfile, catalog: Catalog) -> Finding:
             _("{model}: all {n} layers on {where}, {free} free{speed}").format(
                 model=label, n=fit.model.arch.n_layer, where=where, free=_gib(free), speed=speed_text
             ),
-            FIT_BASIS,
+            _(FIT_BASIS),
         )
     on_gpu = max(fit.gpu_layers - 1, 0)
     verdict: Verdict = "misleading" if speed is None or speed >= USABLE_TOKENS_PER_S else "wrong"
@@ -238,7 +238,7 @@ def _run_one(ref: str, machine: HardwareProfile, catalog: Catalog) -> Finding:
     fix = _("{model} ({weights} of weights) does not fit {where}; it runs partly on the CPU{speed}.").format(
         model=label, weights=_gib(fit.model.weights_bytes), where=where, speed=speed_text
     )
-    return Finding(verdict, figure, FIT_BASIS, fix)
+    return Finding(verdict, figure, _(FIT_BASIS), fix)
 
 
 def runs(c: RunsCheck, catalog: Catalog, focus: str | None = None) -> Finding:
@@ -269,7 +269,7 @@ def ram(c: RamCheck, catalog: Catalog, focus: str | None = None) -> Finding:
                         layers=len(fit.devices[-1].layers),
                         os=_gib(OS_RESERVE),
                     ),
-                    FIT_BASIS,
+                    _(FIT_BASIS),
                     ""
                     if verdict == "ok"
                     else _("{model} needs {need} of RAM next to the GPU.").format(
@@ -310,7 +310,7 @@ def quant_fit(c: QuantFitCheck, catalog: Catalog, focus: str | None = None) -> F
                             weights=_gib(_resolved(f"{spec.id}@{quant}", catalog).weights_bytes),
                             cost=penalty_note(spec, quant, catalog),
                         ),
-                        FIT_BASIS + _("; loss: llama.cpp KL divergence"),
+                        _(FIT_BASIS) + _("; loss: llama.cpp KL divergence"),
                         fix,
                     )
                 )
@@ -320,7 +320,7 @@ def quant_fit(c: QuantFitCheck, catalog: Catalog, focus: str | None = None) -> F
                 Finding(
                     "wrong",
                     _("{model}: no published quantization fits {gpus}").format(model=spec.name, gpus=" + ".join(gpus)),
-                    FIT_BASIS,
+                    _(FIT_BASIS),
                 )
             )
     return _join(findings)
@@ -343,13 +343,13 @@ def min_gpu(c: MinGpuCheck, catalog: Catalog) -> Finding:
                 Finding(
                     "wrong",
                     _("{model}: fits none of {series}").format(model=label, series=", ".join(g.name for g in series)),
-                    FIT_BASIS,
+                    _(FIT_BASIS),
                     _("{model} fits no single card of the series.").format(model=label),
                 )
             )
         elif smallest.vram_gib == claimed.vram_gib:
             findings.append(
-                Finding("ok", _("{model}: smallest card {gpu}").format(model=label, gpu=smallest.name), FIT_BASIS)
+                Finding("ok", _("{model}: smallest card {gpu}").format(model=label, gpu=smallest.name), _(FIT_BASIS))
             )
         else:
             verdict: Verdict = "misleading" if smallest.vram_gib < claimed.vram_gib else "wrong"
@@ -357,7 +357,7 @@ def min_gpu(c: MinGpuCheck, catalog: Catalog) -> Finding:
                 Finding(
                     verdict,
                     _("{model}: smallest card {gpu}").format(model=label, gpu=smallest.name),
-                    FIT_BASIS,
+                    _(FIT_BASIS),
                     _("{model} already fits {gpu}.").format(model=label, gpu=smallest.name)
                     if verdict == "misleading"
                     else _("{model} needs at least {gpu}.").format(model=label, gpu=smallest.name),
