@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from homellm.errors import EngineError
@@ -38,13 +38,20 @@ def engine_threads() -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class EngineSpeed:
-    prefill_tokens_per_s: float
+    prefill_tokens_per_s: float  # the median of the runs
     decode_tokens_per_s: float
     prompt_tokens: int
     decode_tokens: int
     decode_threads: int
     prefill_threads: int
     n_ctx: int
+    runs: tuple[tuple[float, float], ...] = ()  # every timed run: (prefill, decode) tokens/s
+
+    def subset(self, picked: slice) -> EngineSpeed:
+        """The same measurement from some of its runs (e.g. every other one)."""
+        runs = self.runs[picked]
+        return replace(self, prefill_tokens_per_s=statistics.median(r[0] for r in runs),
+                       decode_tokens_per_s=statistics.median(r[1] for r in runs), runs=runs)  # fmt: skip
 
 
 def _child(model_path: str, runs: int, n_ctx: int) -> None:  # pragma: no cover - runs in the child
@@ -68,10 +75,10 @@ def _child(model_path: str, runs: int, n_ctx: int) -> None:  # pragma: no cover 
         return prefill, DECODE_TOKENS / (time.perf_counter() - start)
 
     once()  # warm-up: page the weights in, let the CPU clock up
-    results = [once() for _ in range(runs)]
+    results = tuple(once() for _run in range(runs))
     speed = EngineSpeed(
         statistics.median(r[0] for r in results), statistics.median(r[1] for r in results), len(prompt),
-        DECODE_TOKENS, decode_threads, prefill_threads, n_ctx,
+        DECODE_TOKENS, decode_threads, prefill_threads, n_ctx, results,
     )  # fmt: skip
     print(json.dumps(asdict(speed)))
 
@@ -96,7 +103,9 @@ def measure_engine_speed(model_path: Path, runs: int = RUNS, n_ctx: int = 1024, 
                 model=model_path.name, code=proc.returncode, line=tail[0]
             )
         )
-    return EngineSpeed(**json.loads(lines[-1]))
+    data = json.loads(lines[-1])
+    data["runs"] = tuple(tuple(r) for r in data.get("runs", ()))
+    return EngineSpeed(**data)
 
 
 if __name__ == "__main__":  # pragma: no cover - the child entry point

@@ -19,7 +19,7 @@ from homellm.catalog import Catalog
 from homellm.errors import GGUFError, HomeLLMError
 from homellm.hardware.types import GIB, HardwareProfile
 from homellm.i18n import _
-from homellm.models.refs import ModelRef, parse_ref
+from homellm.models.refs import parse_ref
 from homellm.models.sources import RemoteFile, source_for
 from homellm.models.store import LocalModel, ModelStore, safe_relative
 from homellm.models.transfer import Progress, download, partial_path
@@ -60,11 +60,6 @@ def disk_free(path: Path) -> int:
 
 def _client() -> httpx.Client:
     return httpx.Client(timeout=httpx.Timeout(30.0, read=120.0), headers={"User-Agent": f"homellm/{__version__}"})
-
-
-def locate(text: str, catalog: Catalog, registries: Registries, client: httpx.Client) -> RemoteFile:
-    ref: ModelRef = parse_ref(text, catalog)
-    return source_for(ref, registries.ollama, registries.hf_endpoint, registries.hf_token).locate(ref, client)
 
 
 def _read_header(partial: Path, size: int) -> GGUFModel:

@@ -110,6 +110,10 @@ def download(
                 ) from None
             sleep(min(backoff_s * 2**failures, 30.0))
             continue
+        except OSError as exc:  # the disk, not the network: full, read-only, gone
+            raise TransferError(
+                _("cannot write {path}: {error}; what was downloaded is kept").format(path=partial, error=exc.strerror)
+            ) from None
     if limit_bytes is not None and have < remote.size:
         return partial
     digest = hasher.hexdigest()

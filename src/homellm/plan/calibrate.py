@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from homellm.catalog import Catalog
-from homellm.engine.speed_probe import DECODE_TOKENS, PROMPT_TOKENS, engine_threads, measure_engine_speed
+from homellm.engine.speed_probe import (
+    DECODE_TOKENS,
+    PROMPT_TOKENS,
+    EngineSpeed,
+    engine_threads,
+    measure_engine_speed,
+)
 from homellm.hardware.calibration import save_calibration
 from homellm.hardware.membench import memory_bandwidth_gbs
 from homellm.hardware.types import CpuCalibration, CpuInfo, HardwareProfile
@@ -31,8 +37,14 @@ def engine_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def calibrate(home: Path, models_dir: Path, cpu: CpuInfo, catalog: Catalog) -> CpuCalibration:
-    """Measure, save to ``home`` and return this machine's CPU calibration."""
+def calibrate(
+    home: Path, models_dir: Path, cpu: CpuInfo, catalog: Catalog, engine_speed: EngineSpeed | None = None
+) -> CpuCalibration:
+    """Measure, save to ``home`` and return this machine's CPU calibration.
+
+    ``engine_speed`` is a llama.cpp timing of the demo model already taken (the tests take one run set and
+    split it); without it the engine is timed here.
+    """
     threads = engine_threads()[0]
     bandwidth = memory_bandwidth_gbs(threads=threads)  # what the decoding threads can read
     now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -45,7 +57,7 @@ def calibrate(home: Path, models_dir: Path, cpu: CpuInfo, catalog: Catalog) -> C
     from homellm.plan.gguf_file import read_gguf
 
     path = demo_model(models_dir)
-    speed = measure_engine_speed(path)
+    speed = engine_speed or measure_engine_speed(path)
     model = from_gguf(read_gguf(path), "SmolLM2-135M")
     # the bytes one decoded token read: weights plus the KV cache at the run's mean position
     cpu_only = HardwareProfile((), cpu, 1 << 40, None, None, "", "")
@@ -53,6 +65,9 @@ def calibrate(home: Path, models_dir: Path, cpu: CpuInfo, catalog: Catalog) -> C
     device = fit.devices[-1]
     read = device.active_weight_bytes + device.kv_read_bytes
     per_token = 1 / speed.decode_tokens_per_s
+    # llama.cpp read `read` bytes per token in `per_token` seconds, so memory delivers at least that much
+    # (a probe that ran while another process held the core can say less)
+    bandwidth = max(bandwidth, read / per_token / 1e9)
     overhead = max(0.0, per_token - read / (bandwidth * 1e9)) / model.arch.n_layer
     flops = 2 * active_params(model) * speed.prefill_tokens_per_s
     reference = _(

@@ -95,7 +95,7 @@ def audit_claim(claim: GuideClaim, catalog: Catalog, focus_gpu: str | None = Non
         j = claim.judged
         finding = Finding(j.verdict, j.figure, j.source, j.correction)
     else:
-        finding = checks._join([_run(c, catalog, focus_gpu) for c in claim.checks])
+        finding = checks.join_findings([_run(c, catalog, focus_gpu) for c in claim.checks])
     correction = " ".join(x for x in (finding.correction, claim.note) if x)
     section = catalog.sections.get(claim.section)
     return ClaimAudit(

@@ -68,7 +68,7 @@ def over_range(verdicts: list[Verdict]) -> Verdict:
     return worst(verdicts)
 
 
-def _join(findings: list[Finding], verdict: Verdict | None = None, over_models: bool = False) -> Finding:
+def join_findings(findings: list[Finding], verdict: Verdict | None = None, over_models: bool = False) -> Finding:
     verdicts = [f.verdict for f in findings]
     return Finding(
         verdict or (over_range(verdicts) if over_models else worst(verdicts)),
@@ -180,7 +180,7 @@ def needs(c: NeedsCheck, catalog: Catalog) -> Finding:
             )
         )
         findings.append(Finding(verdict, figure, _(FIT_BASIS), fix))
-    return _join(findings, over_models=True)
+    return join_findings(findings, over_models=True)
 
 
 def size(c: SizeCheck, catalog: Catalog) -> Finding:
@@ -246,7 +246,7 @@ def runs(c: RunsCheck, catalog: Catalog, focus: str | None = None) -> Finding:
     for gpus in _alternatives(c.hardware, focus, catalog):
         machine = profile(c.hardware, catalog, gpus)
         findings += [_run_one(ref, machine, catalog) for ref in c.models]
-    return _join(findings, over_models=True)
+    return join_findings(findings, over_models=True)
 
 
 def ram(c: RamCheck, catalog: Catalog, focus: str | None = None) -> Finding:
@@ -277,7 +277,7 @@ def ram(c: RamCheck, catalog: Catalog, focus: str | None = None) -> Finding:
                     ),
                 )
             )
-    return _join(findings, over_models=True)
+    return join_findings(findings, over_models=True)
 
 
 def quant_fit(c: QuantFitCheck, catalog: Catalog, focus: str | None = None) -> Finding:
@@ -323,7 +323,7 @@ def quant_fit(c: QuantFitCheck, catalog: Catalog, focus: str | None = None) -> F
                     _(FIT_BASIS),
                 )
             )
-    return _join(findings)
+    return join_findings(findings)
 
 
 def min_gpu(c: MinGpuCheck, catalog: Catalog) -> Finding:
@@ -363,7 +363,7 @@ def min_gpu(c: MinGpuCheck, catalog: Catalog) -> Finding:
                     else _("{model} needs at least {gpu}.").format(model=label, gpu=smallest.name),
                 )
             )
-    return _join(findings, over_models=True)
+    return join_findings(findings, over_models=True)
 
 
 # ---- speed ---------------------------------------------------------------------------------------------
@@ -563,19 +563,19 @@ def compare(c: CompareCheck, catalog: Catalog) -> Finding:
         found = catalog.scores(side.model)
         best = _closest(found[1], side.benchmark, side.claimed) if found else None
         if best is None:
-            return _join(parts, "unverifiable")
+            return join_findings(parts, "unverifiable")
         scores.append(best.score)
     a, b = scores
     holds = {"above": a > b, "below": a < b, "close": abs(a - b) <= 2.0}[c.relation]
     if not holds:
         return Finding(
             "wrong",
-            _join(parts).figure,
-            _join(parts).basis,
+            join_findings(parts).figure,
+            join_findings(parts).basis,
             _("On the published scores it is {a:g} vs {b:g}.").format(a=a, b=b),
         )
     numbers_ok = all(p.verdict == "ok" for p in parts)
-    return _join(parts, "ok" if numbers_ok else "misleading")
+    return join_findings(parts, "ok" if numbers_ok else "misleading")
 
 
 def params(c: ParamsCheck, catalog: Catalog) -> Finding:
