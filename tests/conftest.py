@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 import subprocess
@@ -16,9 +17,14 @@ import httpx
 import pytest
 
 from homellm.catalog import Catalog, load_catalog
+from homellm.serve.app import Gateway
+from homellm.serve.backends import Backend, OllamaBackend, OpenAIBackend
+from homellm.serve.server import uvicorn_options
+from homellm.serve.tls import TlsFiles
+from homellm.settings import Settings
 from homellm.store import open_database
 from homellm.store.keys import KeyStore
-from homellm.testing.fake_backend import free_port
+from homellm.testing.fake_backend import Recorder, Script, free_port, make_app, serve_in_thread
 from homellm.testing.ggufs import SAMPLE_ARCHITECTURES, smollm2_gguf, write_gguf
 
 
@@ -132,3 +138,71 @@ def engine_gateway(gateway_home: Path, keys: Keys, smollm2: Path) -> Iterator[En
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# ---- gateways over loopback in front of the scripted backends -----------------------------
+
+
+@dataclass
+class Fake:
+    url: str
+    script: Script
+    rec: Recorder
+
+
+def _fake(kind: str) -> Iterator[Fake]:
+    script, rec = Script(), Recorder()
+    with serve_in_thread(make_app(kind, script, rec)) as url:
+        yield Fake(url, script, rec)
+
+
+@pytest.fixture(scope="session")
+def _ollama_fake() -> Iterator[Fake]:
+    yield from _fake("ollama")
+
+
+@pytest.fixture(scope="session")
+def _openai_fake() -> Iterator[Fake]:
+    yield from _fake("openai")
+
+
+def _reset(fake: Fake) -> Fake:
+    fake.script.tokens, fake.script.delay, fake.script.gate = 5, 0.0, None
+    fake.script.fail_after = fake.script.stall_after = None
+    fake.script.stream_usage = True
+    fake.script.text = None
+    fake.rec.clear()
+    return fake
+
+
+@pytest.fixture
+def ollama_fake(_ollama_fake: Fake) -> Fake:
+    return _reset(_ollama_fake)
+
+
+@pytest.fixture
+def openai_fake(_openai_fake: Fake) -> Fake:
+    return _reset(_openai_fake)
+
+
+@contextlib.contextmanager
+def run_gateway(
+    home: Path, backend: Backend, tls: TlsFiles | None = None, **overrides: Any
+) -> Iterator[tuple[str, Gateway]]:
+    """A gateway on a free loopback port with these settings (HTTPS when ``tls`` is given)."""
+    settings = Settings(home=home, port=free_port(), **overrides)
+    gateway = Gateway(settings, backend, tls.fingerprint if tls else None)
+    with serve_in_thread(gateway, port=settings.port, **uvicorn_options(settings, tls)) as url:
+        yield url, gateway
+
+
+@pytest.fixture
+def ollama_gateway(gateway_home: Path, ollama_fake: Fake) -> Iterator[str]:
+    with run_gateway(gateway_home, OllamaBackend(ollama_fake.url)) as (url, _):
+        yield url
+
+
+@pytest.fixture
+def openai_gateway(gateway_home: Path, openai_fake: Fake) -> Iterator[str]:
+    with run_gateway(gateway_home, OpenAIBackend(openai_fake.url)) as (url, _):
+        yield url

@@ -1,7 +1,10 @@
 """mDNS: the gateway advertises ``_homellm._tcp.local.``; ``homellm discover`` browses for it.
 
-The TXT record carries the version, the TLS certificate fingerprint (to compare with the one
-``homellm connect`` sees) and the API fronts. Shared by serve (advertise) and connect (browse).
+The TXT record carries the version, the TLS certificate fingerprint and the API fronts. Anyone on the
+LAN can announce anything, so a record is only a hint of *where* to connect, never of *who* answers:
+the client takes nothing from it but an address and a port (identity comes from the pairing code's
+PAKE, or from a fingerprint the user compares). Names and properties are shown literally and bounded.
+Shared by serve (advertise) and connect (browse).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SERVICE = "_homellm._tcp.local."
+MAX_FOUND = 64  # a flood of announcements cannot grow the list without bound
 
 
 @dataclass
@@ -24,13 +28,9 @@ class Found:
     properties: dict[str, str] = field(default_factory=dict)
 
     @property
-    def fingerprint(self) -> str:
-        return self.properties.get("fp", "")
-
-    @property
     def url(self) -> str:
         scheme = "https" if self.properties.get("tls", "1") == "1" else "http"
-        addr = self.addresses[0] if self.addresses else self.host.rstrip(".")
+        addr = self.addresses[0]  # an address zeroconf parsed, never the announced host name
         return f"{scheme}://{f'[{addr}]' if ':' in addr else addr}:{self.port}"
 
 
@@ -75,7 +75,7 @@ async def _browse(timeout: float) -> list[Found]:
     names: set[str] = set()
 
     def on_change(zeroconf: Any, service_type: str, name: str, state_change: ServiceStateChange) -> None:
-        if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
+        if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated) and len(names) < 16 * MAX_FOUND:
             names.add(name)
 
     azc = AsyncZeroconf()
@@ -85,11 +85,14 @@ async def _browse(timeout: float) -> list[Found]:
     try:
         while time.monotonic() < deadline:
             for name in list(names - set(found)):
+                if len(found) >= MAX_FOUND:
+                    break
                 info = AsyncServiceInfo(SERVICE, name)
-                if await info.async_request(azc.zeroconf, 1500):
-                    props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
-                    found[name] = Found(name.removesuffix("." + SERVICE), info.server or "",
-                                        info.parsed_addresses(), info.port or 0, props)  # fmt: skip
+                if await info.async_request(azc.zeroconf, 1500) and info.parsed_addresses() and info.port:
+                    props = {k.decode(errors="replace")[:32]: (v or b"").decode(errors="replace")[:200]
+                             for k, v in list(info.properties.items())[:16]}  # fmt: skip
+                    found[name] = Found(name.removesuffix("." + SERVICE)[:200], (info.server or "")[:255],
+                                        info.parsed_addresses()[:8], info.port, props)  # fmt: skip
             await asyncio.sleep(0.2)
     finally:
         await browser.async_cancel()

@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 # Loopback, the private ranges, link-local, CGNAT (Tailscale) and IPv6 unique-local.
@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest request body")
     header_timeout_s: float = Field(10.0, gt=0, description="time allowed to send request headers (slowloris)")
+    body_timeout_s: float = Field(60.0, gt=0, description="time allowed to send a request body after its headers")
+    send_timeout_s: float = Field(
+        30.0, gt=0, description="longest a client may stop reading a stream before it is ended"
+    )
+    max_connections_per_ip: int = Field(
+        64, ge=0, description="open connections one client address may hold; 0 = no cap"
+    )
+    max_connections: int = Field(2048, ge=16, description="open connections in all (beyond: 503)")
     idle_timeout_s: float = Field(300.0, gt=0, description="longest silence from the backend mid-stream")
     keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connection timeout")
     requests_per_minute: int = Field(120, ge=0, description="per key; 0 = unlimited")
@@ -80,8 +88,15 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("HF_ENDPOINT", "HOMELLM_HF_ENDPOINT"),
         description="Hugging Face endpoint (or mirror) for hf.co/ORG/REPO models",
     )
-    hf_token: str | None = Field(
+    hf_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("HF_TOKEN"), description="Hugging Face token for gated repos"
+    )
+
+    # the other machine's side
+    key: SecretStr | None = Field(
+        None,
+        description="an existing API key for `homellm connect --key` and for commands that talk to a server by URL "
+        "(HOMELLM_KEY; keys never go on the command line)",
     )
 
     # other programs' variables that homellm reads (doctor, env)
@@ -108,6 +123,10 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
         return (init_settings, env_settings, toml)
+
+    @property
+    def key_value(self) -> str | None:
+        return self.key.get_secret_value() if self.key else None
 
     @property
     def models_path(self) -> Path:

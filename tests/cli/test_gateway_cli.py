@@ -6,12 +6,11 @@ import json
 import os
 import re
 import ssl
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import ollama
+import pexpect
 import pytest
 from tests.cli.test_cli import homellm
 
@@ -62,46 +61,51 @@ def test_usage_empty_and_json(tmp_path: Path) -> None:
     assert json.loads(homellm("usage", "--by", "model", "--json", home=tmp_path).stdout) == []
 
 
+def _up(home: Path, port: int) -> pexpect.spawn:
+    """``homellm up --demo`` in a terminal (a pty), as a person starts it."""
+    env = dict(os.environ, HOMELLM_HOME=str(home), COLUMNS="200")
+    exe = str(Path(sys.executable).with_name("homellm"))
+    child = pexpect.spawn(exe, ["up", "--demo", "--port", str(port)], env=env, encoding="utf-8", timeout=180)
+    child.expect("Ctrl-C stops the gateway")
+    return child
+
+
 @pytest.mark.engine
 def test_up_demo_serves_smollm2_over_tls_with_a_new_admin_key(tmp_path: Path) -> None:
     port = free_port()
-    env = dict(os.environ, HOMELLM_HOME=str(tmp_path), COLUMNS="200")
-    exe = str(Path(sys.executable).with_name("homellm"))
-    proc = subprocess.Popen([exe, "up", "--demo", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    child = _up(tmp_path, port)
     try:
-        out = ""
-        deadline = time.monotonic() + 180
-        assert proc.stdout is not None
-        while "Ctrl-C stops" not in out and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                pytest.fail(f"homellm up exited: {out}")
-            out += line
+        out = child.before
         key = re.search(r"Admin key \(shown once, keep it safe\): (hlm_\S+)", out)
         fingerprint = re.search(r"fingerprint: (SHA256:[0-9A-F:]+)", out)
         assert key and fingerprint, out
+        assert f"on this machine: https://localhost:{port}" in out
         assert "https://" in out and "curl -k --pinnedpubkey 'sha256//" in out and "OPENAI_BASE_URL=" in out
         cert = tmp_path / "tls" / "cert.pem"
         client = ollama.Client(host=f"https://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key[1]}"},
                                verify=ssl.create_default_context(cafile=str(cert)))  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                reply = client.chat(model="smollm2:135m", messages=[{"role": "user", "content": "hi"}],
-                                    options={"num_predict": 4})  # fmt: skip
-                break
-            except (ollama.ResponseError, ConnectionError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        reply = client.chat(
+            model="smollm2:135m", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 4}
+        )
         assert reply.message.content
         unauth = ollama.Client(host=f"https://127.0.0.1:{port}", verify=ssl.create_default_context(cafile=str(cert)))
         with pytest.raises(ollama.ResponseError):
             unauth.list()
+        # a second `up` on the same port says so in one line, before starting anything
+        second = homellm("up", "--demo", "--port", str(port), home=tmp_path)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"port {port} is already in use" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        assert "Ctrl-C" not in second.stdout
     finally:
-        proc.terminate()
-        proc.wait(30)
-    # a second `up` does not mint another admin key
-    listed = json.loads(subprocess.run([exe, "keys", "list", "--json"], env=env, capture_output=True, text=True).stdout)
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    assert "Traceback" not in (child.before or "")  # Ctrl-C is quiet
+    # a second `up` (the gateway stopped) starts again and mints no other admin key
+    again = _up(tmp_path, port)
+    try:
+        assert "Admin key" not in again.before and "homellm keys create NAME --admin" in again.before
+    finally:
+        again.sendintr()
+        again.expect(pexpect.EOF)
+    listed = json.loads(homellm("keys", "list", "--json", home=tmp_path).stdout)
     assert [k["name"] for k in listed] == ["admin"] and listed[0]["admin"]

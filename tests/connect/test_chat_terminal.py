@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from tests.serve.conftest import run_gateway
+from tests.conftest import run_gateway
 
 from homellm.connect.profiles import Profile, ProfileStore
 from homellm.serve.backends import OllamaBackend

@@ -45,8 +45,13 @@ def test_ollama_client_generate_embed_list_show(engine_gateway: EngineGateway, k
     assert gen.response and gen.done
     emb = client.embed(model=MODEL, input=["hello", "world"])
     assert len(emb.embeddings) == 2 and len(emb.embeddings[0]) == 576  # one pooled vector per input
-    assert [m.model for m in client.list().models] == [MODEL]
-    assert client.show(MODEL).details.family == "smollm2"
+    listed = client.list().models
+    assert [m.model for m in listed] == [MODEL]
+    # what Ollama itself reports for this file: the GGUF's architecture, real size and quantization
+    assert listed[0].size == 98362432 and listed[0].details.quantization_level == "Q4_1"
+    shown = client.show(MODEL)
+    assert shown.details.family == "llama" and shown.details.quantization_level == "Q4_1"
+    assert shown.details.parameter_size == "135M" and shown.modelinfo["general.parameter_count"] == 134515008
 
 
 def test_ollama_client_without_a_key_is_refused(engine_gateway: EngineGateway) -> None:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import EngineGateway, Keys
-from tests.serve.conftest import Fake, run_gateway
+from tests.conftest import EngineGateway, Fake, Keys, run_gateway
 
 from homellm.serve.backends import OllamaBackend, OpenAIBackend
 from homellm.store import open_database
@@ -62,9 +61,9 @@ def test_client_leaving_cancels_the_backend_stream(gateway_home: Path, ollama_fa
         # the client has gone; the gateway must close its upstream request, which cancels the generator
         assert ollama_fake.rec.cancelled.wait(5), "the backend kept generating after the client left"
         deadline = time.monotonic() + 5
-        while gw.slots.active.get("bob", 0) and time.monotonic() < deadline:
+        while gw.checks.slots.active.get("bob", 0) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert gw.slots.active.get("bob", 0) == 0  # the concurrency slot is free again
+        assert gw.checks.slots.active.get("bob", 0) == 0  # the concurrency slot is free again
     ollama_fake.script.gate.set()
 
 
@@ -113,7 +112,8 @@ def test_ollama_client_over_an_openai_backend_gets_translated_options_and_fields
     assert {k: sent[2][k] for k in ("temperature", "max_tokens", "stop", "seed", "top_k")} == {
         "temperature": 0.2, "max_tokens": 3, "stop": ["\n"], "seed": 42, "top_k": 5}  # fmt: skip
     assert reply.message.content == "tok0 tok1 tok2 "
-    assert reply.done_reason == "stop" and reply.prompt_eval_count == 7 and reply.eval_count == 3
+    # num_predict reached: a real server says "length" (and so does the scripted one)
+    assert reply.done_reason == "length" and reply.prompt_eval_count == 7 and reply.eval_count == 3
     assert isinstance(reply.total_duration, int) and isinstance(reply.eval_duration, int)
     parts = list(client.generate(model="fake:small", prompt="hi", stream=True, options={"num_predict": 4}))
     assert "".join(p.response for p in parts) == "tok0 tok1 tok2 tok3 "

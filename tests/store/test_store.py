@@ -79,7 +79,7 @@ def test_duplicate_names_and_durations(tmp_path: Path) -> None:
 def test_usage_writer_batches_and_summarizes(tmp_path: Path) -> None:
     db = open_database(tmp_path)
     KeyStore(db).create("alice")
-    writer = UsageWriter(db)
+    writer = UsageWriter(database_path(tmp_path))
     now = time.time()
     for i in range(50):
         writer.record(UsageRecord(ts=now - i * 3600, key_name="alice" if i % 2 else "bob", client_ip="10.0.0.2",

@@ -581,7 +581,8 @@ def pull_model(
     settings = get_settings()
     catalog = _catalog()
     hw = None if force else _hardware(catalog, gpu, vram, ram)
-    registries = Registries(settings.ollama_registry, settings.hf_endpoint, settings.hf_token)
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    registries = Registries(settings.ollama_registry, settings.hf_endpoint, token)
     bar = _DownloadBar(model)
 
     def located(remote: RemoteFile, resumed: int) -> None:

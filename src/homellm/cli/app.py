@@ -60,7 +60,10 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> None:
+    from rich.text import Text
+
     from homellm.cli.output import err_console
 
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # literally: a message may carry text from the network (a server's error), never read as markup
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     sys.exit(code)

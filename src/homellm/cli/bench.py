@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,17 +13,49 @@ from homellm.cli.output import console, print_json
 
 if TYPE_CHECKING:
     from homellm.bench.speed import SpeedRun
+    from homellm.bench.target import Target
 
 app = typer.Typer(help="Measure speed and quality of a server (a profile, homellm's gateway or any URL).",
                   no_args_is_help=True)  # fmt: skip
 TargetArg = typer.Argument(None, help="A saved connection or a URL (default: the last connection).")
-KeyOpt = typer.Option(None, "--key", help="API key for a URL target.")
+KeyStdinOpt = typer.Option(
+    False,
+    "--key-stdin",
+    help="Read the API key for a URL target from standard input "
+    "(or set HOMELLM_KEY). Keys are never taken on the command line.",
+)
+CacertOpt = typer.Option(
+    None, "--cacert", help="Pin a URL target's TLS certificate (PEM), e.g. HOMELLM_HOME/tls/cert.pem."
+)
+LocalOpt = typer.Option(
+    False, "--local", help="Bench the gateway on this machine (its own certificate, a one-hour key)."
+)
 
 
 def _runs_dir() -> Path:
     from homellm.settings import get_settings
 
     return get_settings().home / "bench" / "runs"
+
+
+@contextlib.contextmanager
+def _target(spec: str | None, key_stdin: bool, cacert: Path | None, local: bool) -> Iterator[Target]:
+    """The server to measure: --local, a profile, or a URL (its key from HOMELLM_KEY or standard input)."""
+    import sys
+
+    from homellm.bench.target import local_gateway, resolve
+    from homellm.errors import UsageError
+    from homellm.i18n import _
+    from homellm.settings import get_settings
+
+    if local:
+        if spec or cacert or key_stdin:
+            raise UsageError(_("--local measures this machine's gateway: give no target, --cacert or --key-stdin"))
+        with local_gateway() as t:
+            yield t
+        return
+    key = sys.stdin.readline().strip() if key_stdin else get_settings().key_value
+    yield resolve(spec, key, cacert)
 
 
 def _int_list(text: str) -> list[int]:
@@ -45,7 +79,9 @@ def speed(
     max_tokens: int = typer.Option(128, "--max-tokens", help="Tokens to generate per request."),
     requests: int | None = typer.Option(None, "--requests", help="Requests per level (default 4 x concurrency)."),
     duration: float | None = typer.Option(None, "--duration", help="Seconds per level instead of a count."),
-    key: str | None = KeyOpt,
+    key_stdin: bool = KeyStdinOpt,
+    cacert: Path | None = CacertOpt,
+    local: bool = LocalOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     csv_file: Path | None = typer.Option(None, "--csv", help="Write one row per level to this CSV file."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of throughput and latency vs concurrency."),
@@ -58,16 +94,17 @@ def speed(
     from rich.progress import Progress
 
     from homellm.bench.speed import SpeedConfig, run_speed
-    from homellm.bench.target import resolve
     from homellm.errors import UsageError
 
     if prompt_tokens < 1 or max_tokens < 1 or (requests is not None and requests < 1):
         raise UsageError("--prompt-tokens, --max-tokens and --requests must be positive")
     levels = _int_list(concurrency)
     cfg = SpeedConfig(model, levels, prompt_tokens, max_tokens, requests, duration)
-    t = resolve(target, key)
     total = None if duration else sum(requests or 4 * c for c in levels)
-    with Progress(console=console, transient=True, disable=json_out) as progress:
+    with (
+        _target(target, key_stdin, cacert, local) as t,
+        Progress(console=console, transient=True, disable=json_out) as progress,
+    ):
         task = progress.add_task(f"bench {model}", total=total)
         run = asyncio.run(run_speed(t, cfg, lambda: progress.advance(task)))
     data = {"kind": "speed", **asdict(run)}
@@ -161,7 +198,9 @@ def quality(
     seed: int = typer.Option(0, "--seed", help="Subset and sampling seed."),
     data: Path | None = typer.Option(None, "--data", help="A local copy of the dataset (JSONL, or MMLU CSVs)."),
     concurrency: int = typer.Option(2, "--concurrency", help="Questions in flight."),
-    key: str | None = KeyOpt,
+    key_stdin: bool = KeyStdinOpt,
+    cacert: Path | None = CacertOpt,
+    local: bool = LocalOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Accuracy with a 95% confidence interval, beside the model's published score. Resumable."""
@@ -172,7 +211,6 @@ def quality(
 
     from homellm.bench.datasets import load
     from homellm.bench.quality import run_quality
-    from homellm.bench.target import resolve
     from homellm.errors import UsageError
     from homellm.settings import get_settings
 
@@ -180,8 +218,10 @@ def quality(
         raise UsageError("--limit and --concurrency must be positive")
     home = get_settings().home
     items, source = load(suite, data, home / "datasets", limit, seed)
-    t = resolve(target, key)
-    with Progress(console=console, transient=True, disable=json_out) as progress:
+    with (
+        _target(target, key_stdin, cacert, local) as t,
+        Progress(console=console, transient=True, disable=json_out) as progress,
+    ):
         task = progress.add_task(f"{suite} on {model}", total=len(items))
         run = asyncio.run(run_quality(t, model, suite, items, source, limit, seed, home / "bench" / "quality",
                                       concurrency, lambda g: progress.advance(task)))  # fmt: skip

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 import typer
 
 from homellm.cli.output import console, err_console, print_json
+from homellm.i18n import _
 
 if TYPE_CHECKING:
     from homellm.connect.profiles import Profile, ProfileStore
+    from homellm.store.pairing import Pairing
 
 ProfileArg = typer.Argument(None, help="A saved connection (default: the last one connected).")
 ProfileOpt = typer.Option(None, "--profile", "-p", help="A saved connection (default: the last one connected).")
@@ -32,93 +34,195 @@ def discover(
     timeout: float = typer.Option(3.0, "--timeout", help="Seconds to listen."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """List the homellm servers on this network (mDNS)."""
+    """List the homellm servers on this network (mDNS: a hint of where to connect, not of who answers)."""
     from dataclasses import asdict
 
+    from rich.text import Text
+
     from homellm.discovery import browse
+    from homellm.untrusted import visible
 
     found = browse(timeout)
     if json_out:
-        print_json([asdict(f) | {"url": f.url, "fingerprint": f.fingerprint} for f in found])
+        print_json([asdict(f) | {"url": f.url} for f in found])
         return
     if not found:
-        console.print(f"no homellm server answered within {timeout:g}s. On the server run `homellm up`; "
-                      "mDNS does not cross routers or VPNs, so connect by address there.")  # fmt: skip
+        message = _(
+            "no homellm server answered within {timeout}s. On the server run `homellm up`; mDNS does not cross "
+            "routers or VPNs, so connect by address there."
+        )
+        console.print(message.format(timeout=f"{timeout:g}"))
         return
-    for f in found:
-        console.print(f"[bold]{f.name}[/]  {f.url}  (version {f.properties.get('version', '?')})")
-        console.print(f"  addresses: {', '.join(f.addresses)}  port {f.port}", soft_wrap=True)
-        console.print(f"  fingerprint: {f.fingerprint or 'none (no TLS)'}", soft_wrap=True)
+    for f in found:  # every field is what anyone on the LAN may have announced: shown literally, bounded
+        version = _("(version {version})").format(version=visible(f.properties.get("version", "?"), 40))
+        console.print(Text.assemble((visible(f.name, 100), "bold"), f"  {f.url}  {version}"), soft_wrap=True)
+        where = _("  addresses: {addresses}  port {port}").format(addresses=", ".join(f.addresses), port=f.port)
+        console.print(Text(where), soft_wrap=True)
+    console.print(_("Pair with `homellm connect NAME --code CODE`: the code, not this list, proves who the server is."))
 
 
 def pair(
     models: str | None = typer.Option(None, "--models", help="Models the new device key may use (default: all)."),
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help=_("Wait for the outcome (Ctrl-C stops waiting).")),
+    json_out: bool = typer.Option(False, "--json", help=_("Machine-readable output: one JSON object per line.")),
 ) -> None:
-    """On the server: print a one-time code (5 minutes, single use) for `homellm connect --code`."""
+    """On the server: print a one-time code (5 minutes, single use) for `homellm connect --code`, and wait."""
+    import json
     import time
 
     from homellm.serve.network import hostname
-    from homellm.serve.tls import fingerprint_of_pem
     from homellm.settings import get_settings
     from homellm.store import open_database
     from homellm.store.pairing import Pairing
 
     settings = get_settings()
-    code = Pairing(open_database(settings.home)).new_code(models.split(",") if models else None)
-    cert = settings.home / "tls" / "cert.pem"
-    fp = fingerprint_of_pem(cert.read_bytes()) if cert.exists() else None
-    if json_out:
-        print_json({"code": code.code, "expires_at": code.expires_at, "fingerprint": fp})
-        return
+    store = Pairing(open_database(settings.home))
+    code = store.new_code(models.split(",") if models else None)
     until = time.strftime("%H:%M", time.localtime(code.expires_at))
-    console.print(f"Pairing code: [bold]{code.code}[/]  (valid until {until}, once)")
-    if fp:
-        console.print(f"This server's fingerprint: [bold]{fp}[/]", soft_wrap=True)
-    console.print(f"On the other machine run:\n  homellm connect {hostname()}.local --code {code.code}", soft_wrap=True)
+    if json_out:
+        sys.stdout.write(json.dumps({"code": str(code.code), "expires_at": code.expires_at}) + "\n")
+    else:
+        console.print(_("Pairing code: [bold]{code}[/]  (valid until {until}, once)").format(code=code.code,
+                                                                                             until=until))  # fmt: skip
+        console.print(_("On the other machine run:\n  homellm connect {host}.local --code {code}\n"
+                        "No fingerprint to compare: the code proves to each side that the other is the one holding it "
+                        "and sees the same certificate, so a relay on the network makes pairing fail on both ends.")
+                      .format(host=hostname(), code=code.code), soft_wrap=True)  # fmt: skip
+    sys.stdout.flush()
+    if wait:
+        _wait_for_pairing(store, code.id, until, json_out)
+
+
+def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool) -> None:
+    """Print what happens to the code until it is used, withdrawn or expires; Ctrl-C stops waiting."""
+    import json
+    import time
+
+    from rich.text import Text
+
+    from homellm.untrusted import visible
+
+    seen, gone = 0, 0
+    try:
+        if not json_out:
+            err_console.print(_("[dim]waiting for the device (Ctrl-C stops waiting; the code stays valid until "
+                                "{until})[/]").format(until=until))  # fmt: skip
+        while True:
+            still_open = store.is_open(code_id)  # read before the events: a use in between shows up in them
+            events = store.events(code_id, seen)
+            for e in events:
+                seen = e.id
+                device = visible(e.device or "", 64)
+                if json_out:
+                    sys.stdout.write(json.dumps({"outcome": e.outcome, "device": device, "source": e.source}) + "\n")
+                    sys.stdout.flush()
+                elif e.outcome == "failed":
+                    console.print(Text(_("a pairing attempt with this code failed: wrong code or intercepted (the "
+                                         "device saw another certificate); from {source}, device name {device!r}")
+                                       .format(source=e.source, device=device)), soft_wrap=True)  # fmt: skip
+                elif e.outcome == "paired":
+                    console.print(Text(_("paired: device {device}").format(device=device)), soft_wrap=True)
+                else:
+                    console.print(_("the code was withdrawn after too many wrong attempts (someone may be guessing); "
+                                    "run `homellm pair` again"), soft_wrap=True)  # fmt: skip
+                if e.outcome != "failed":
+                    raise typer.Exit(0 if e.outcome == "paired" else 1)
+            gone = 0 if still_open or events else gone + 1
+            if gone > 2:  # the redeem's last write (its event) lands milliseconds after the row goes
+                if json_out:
+                    sys.stdout.write(json.dumps({"outcome": "expired"}) + "\n")
+                else:
+                    console.print(_("the code expired unused; run `homellm pair` again"))
+                raise typer.Exit(1)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        err_console.print(_("stopped waiting; the code stays valid until {until}").format(until=until))
+        raise typer.Exit(130) from None
+
+
+def _read_key(from_stdin: bool) -> str:
+    """An existing API key: standard input, HOMELLM_KEY, or a hidden prompt; never the command line."""
+    from homellm.errors import UsageError
+    from homellm.settings import get_settings
+
+    configured = get_settings().key
+    if from_stdin:
+        key = sys.stdin.readline().strip()
+    elif configured is not None:
+        key = configured.get_secret_value().strip()
+    elif sys.stdin.isatty():
+        key = typer.prompt(_("API key (hidden)"), hide_input=True).strip()
+    else:
+        raise UsageError(_("give the key through HOMELLM_KEY or --key-stdin (keys never go on the command line)"))
+    if not key or len(key) > 512 or any(c.isspace() for c in key):
+        raise UsageError(_("that is not an API key; `homellm keys create` on the server prints one (hlm_…)"))
+    return key
 
 
 def connect(
     target: str = typer.Argument(..., help="The server: a name from `homellm discover`, host, host:port or URL."),
-    code: str | None = typer.Option(None, "--code", help="The code `homellm pair` printed on the server."),
-    key: str | None = typer.Option(None, "--key", help="An existing API key (manual connection)."),
+    code: str | None = typer.Option(None, "--code", help=_("The code `homellm pair` printed on the server.")),
+    key: bool = typer.Option(False, "--key", help=_("Use an existing API key, from HOMELLM_KEY or a hidden prompt.")),
+    key_stdin: bool = typer.Option(False, "--key-stdin", help=_("Read the existing API key from standard input.")),
     fingerprint: str | None = typer.Option(None, "--fingerprint", help="The SHA256 fingerprint the server printed."),
     name: str | None = typer.Option(None, "--name", help="Name for this connection (default: the server's host)."),
     device: str | None = typer.Option(None, "--device", help="Name of this device, for the key (default: hostname)."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Accept the fingerprint without asking."),
+    yes: bool = typer.Option(False, "--yes", "-y", help=_("With --key: accept the fingerprint without asking.")),
 ) -> None:
-    """Pair with a server (or save a manual connection) and pin its certificate."""
+    """Pair with a server (or save a manual connection) and pin its certificate.
+
+    With --code, the code proves who the server is: no fingerprint to compare. With --key, compare the
+    fingerprint (or give --fingerprint); the key is never taken from the command line.
+    """
+    from rich.text import Text
+
     from homellm.connect.client import pair as do_pair
     from homellm.connect.client import server_certificate, target_url
     from homellm.connect.profiles import PinMismatch, Profile
     from homellm.errors import UsageError
+    from homellm.protocol.pairing import device_name, parse_code
 
-    if not code and not key:
-        raise UsageError("give --code CODE (run `homellm pair` on the server) or --key KEY --fingerprint SHA256:…")
+    if code and (key or key_stdin):
+        raise UsageError(_("give either --code or --key, not both"))
+    if not code and not (key or key_stdin):
+        raise UsageError(_("give --code CODE (run `homellm pair` on the server) or --key (an existing key, read from "
+                           "HOMELLM_KEY, --key-stdin or a prompt) with --fingerprint SHA256:…"))  # fmt: skip
+    if code:  # bad input is refused here, before anything goes on the network
+        parse_code(code)
+        if device:
+            device_name(device)
+    secret = None if code else _read_key(key_stdin)
     url = target_url(target)
     pem, seen = server_certificate(url)
-    console.print(f"{url} presents the certificate\n  [bold]{seen}[/]", soft_wrap=True)
+    console.print(Text(_("{url} presents the certificate\n  {fingerprint}").format(url=url, fingerprint=seen)),
+                  soft_wrap=True)  # fmt: skip
     if fingerprint:
         if fingerprint.strip().upper().replace("SHA256:", "") != seen.upper().replace("SHA256:", ""):
-            raise PinMismatch(f"the server's fingerprint {seen} is not the {fingerprint} you gave; refusing to connect")
-        console.print("  [green]matches the fingerprint you gave[/]")
-    elif not yes:
-        if not sys.stdin.isatty():
-            raise UsageError("compare the fingerprint with the server's, then run again with --yes (or --fingerprint)")
-        if not typer.confirm("Does it match the fingerprint shown on the server?", default=False):
-            raise UsageError("not connected: the fingerprints must match")
+            raise PinMismatch(_("the server's fingerprint {seen} is not the {given} you gave; refusing to connect")
+                              .format(seen=seen, given=fingerprint[:120]))  # fmt: skip
+        console.print(_("  [green]matches the fingerprint you gave[/]"))
+    elif not code and not yes:
+        if not sys.stdin.isatty() or key_stdin:
+            raise UsageError(_("compare the fingerprint with the server's, then run again with --fingerprint "
+                               "(or --yes)"))  # fmt: skip
+        if not typer.confirm(_("Does it match the fingerprint shown on the server?"), default=False):
+            raise UsageError(_("not connected: the fingerprints must match"))
     if code:
         granted = do_pair(url, code, pem, device)
-        key = granted["key"]
-        scope = ", ".join(granted["models"]) if granted.get("models") else "all models"
-        console.print(f"paired: the server made key [bold]{granted['name']}[/] for this device ({scope})")
-    assert key is not None
+        secret = granted["key"]
+        scope = ", ".join(granted["models"]) if granted.get("models") else _("all models")
+        console.print(Text(_("paired: the server made key {name} for this device ({scope})")
+                           .format(name=granted["name"], scope=scope)), soft_wrap=True)  # fmt: skip
+        console.print(_("  the server proved it holds the code and serves this very certificate: no one is relaying "
+                        "the connection"), soft_wrap=True)  # fmt: skip
+    assert secret is not None
     from urllib.parse import urlparse
 
     default = target.removeprefix("homellm on ") if target.startswith("homellm on ") else urlparse(url).hostname
-    profile = Profile(name or (default or "server").removesuffix(".local"), url, seen, pem, key)
+    profile = Profile(name or (default or "server").removesuffix(".local"), url, seen, pem, secret)
     _profiles().save(profile)
-    console.print(f"saved connection [bold]{profile.name}[/]. Try: homellm ping, homellm chat MODEL, homellm bridge")
+    console.print(Text(_("saved connection {name}. Try: homellm ping, homellm chat MODEL, homellm bridge")
+                       .format(name=profile.name)), soft_wrap=True)  # fmt: skip
 
 
 def ping(profile: str | None = ProfileArg) -> None:
@@ -157,13 +261,14 @@ def run(
     """Ask once and stream the answer."""
     from homellm.connect.client import client_for, stream_chat
     from homellm.errors import UsageError
+    from homellm.untrusted import visible_stream
 
     text = prompt if prompt is not None else sys.stdin.read()
     if not text.strip():
         raise UsageError("give a prompt, or pipe one in: echo 'hello' | homellm run MODEL")
     with client_for(_profile(profile), timeout=None) as c:
         for piece in stream_chat(c, model, [{"role": "user", "content": text}]):
-            sys.stdout.write(piece)
+            sys.stdout.write(visible_stream(piece))  # model output is untrusted: no terminal escapes pass
             sys.stdout.flush()
     sys.stdout.write("\n")
 
@@ -184,17 +289,46 @@ def chat(model: str = typer.Argument(..., help="Model to chat with."), profile: 
 def bridge(
     profile: str | None = ProfileArg,
     port: int = typer.Option(11434, "--port", help="Local port (11434 is Ollama's)."),
+    allowed_hosts: str | None = typer.Option(
+        None,
+        "--allowed-hosts",
+        help=_(
+            "More Host names that may reach the bridge, comma-separated (DNS rebinding "
+            "guard; loopback names always may)."
+        ),
+    ),
+    origins: str | None = typer.Option(
+        None,
+        "--origins",
+        help=_(
+            "More browser origins that may call the bridge, comma-separated, like "
+            "OLLAMA_ORIGINS (which is read too); Ollama's defaults always may."
+        ),
+    ),
 ) -> None:
     """Serve the paired server on 127.0.0.1 as if it were a local Ollama (apps need no key)."""
-    from homellm.connect.bridge import ensure_port_free, run_bridge
+    from homellm.connect.bridge import Bridge, ensure_port_free, run_bridge
+    from homellm.connect.browser_guard import HostGuard, OriginPolicy, split_list
     from homellm.connect.profiles import check_pin
+    from homellm.settings import get_settings
 
+    settings = get_settings()
+    guard = HostGuard(split_list(allowed_hosts))
+    policy = OriginPolicy([*split_list(settings.ollama_origins), *split_list(origins)])
     p = _profile(profile)
+    app = Bridge(p, guard, policy, settings.max_body_bytes)
     ensure_port_free(port)
     check_pin(p)
-    console.print(f"bridge: http://127.0.0.1:{port} -> {p.url} (pinned, key {p.key[:8]}…)")
-    console.print(f"  set OLLAMA_HOST=127.0.0.1:{port} for apps that need it; Ctrl-C stops the bridge")
-    run_bridge(p, port)
+    console.print(_("bridge: http://127.0.0.1:{port} -> {url} (pinned, key {key}…)").format(
+        port=port, url=p.url, key=p.key[:8]), soft_wrap=True, markup=False)  # fmt: skip
+    console.print(_("  set OLLAMA_HOST=127.0.0.1:{port} for apps that need it; Ctrl-C stops the bridge").format(
+        port=port), markup=False)  # fmt: skip
+    extra = [*policy.extra]
+    if extra or guard.extra:
+        console.print(_("  also allowed: origins {origins}; hosts {hosts}").format(
+            origins=", ".join(extra) or "-", hosts=", ".join(sorted(guard.extra)) or "-"), soft_wrap=True,
+            markup=False)  # fmt: skip
+    run_bridge(app, port)
 
 
 def env(

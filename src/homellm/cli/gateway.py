@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,21 +32,35 @@ ConfigOpt = typer.Option(None, "--config", help="A TOML config file (default: HO
 InsecureOpt = typer.Option(None, "--insecure", help="Allow plain HTTP or no keys beyond loopback. Not recommended.")
 
 
-def _start(settings: Settings, models: list[Path] | None, banner_key: str | None = None) -> None:
+def _start(
+    settings: Settings, models: list[Path] | None, banner_key: str | None = None, key_file: Path | None = None
+) -> None:
     from homellm.serve.app import Gateway
     from homellm.serve.server import make_backend, prepare, run
     from homellm.store import open_database
     from homellm.store.keys import KeyStore
-    from homellm.store.usage import UsageWriter
 
-    db = open_database(settings.home)
-    keys = KeyStore(db)
+    _check_port(settings)
+    keys = KeyStore(open_database(settings.home))
     backend = make_backend(settings, models)
     plan = prepare(settings, backend, keys.count_active())
-    gateway = Gateway(settings, backend, keys, UsageWriter(db), plan.tls.fingerprint if plan.tls else None,
-                      _advertiser(plan))  # fmt: skip
-    _banner(plan, banner_key)
-    run(plan, gateway)
+    gateway = Gateway(settings, backend, plan.tls.fingerprint if plan.tls else None, _advertiser(plan))
+    from homellm.i18n import _
+
+    err_console.print(_("starting: {backend} ...").format(backend=backend.describe()), style="dim", soft_wrap=True,
+                      markup=False)  # fmt: skip
+    run(plan, gateway, lambda: _banner(plan, banner_key, key_file))
+
+
+def _check_port(settings: Settings) -> None:
+    """Before the engine starts, a key is made or the banner says all is well."""
+    from homellm.errors import UsageError
+    from homellm.i18n import _
+    from homellm.serve.network import port_taken
+
+    if port_taken(settings.host, settings.port):
+        raise UsageError(_("port {port} is already in use on {host} (another homellm or Ollama?); stop it, or choose "
+                           "another port with --port").format(port=settings.port, host=settings.host))  # fmt: skip
 
 
 def _advertiser(plan: Plan) -> Advertiser | None:
@@ -72,42 +87,77 @@ def _spki_pin(cert: Path) -> str:
     return "sha256//" + base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
-def _banner(plan: Plan, key: str | None) -> None:
-    from homellm.serve.network import hostname, is_loopback_bind, lan_addresses
+def _banner(plan: Plan, key: str | None, key_file: Path | None = None) -> None:
+    from homellm.i18n import _
+    from homellm.serve.network import hostname, http_url, is_loopback_bind, lan_addresses
 
     s = plan.settings
     for w in plan.warnings:
-        err_console.print(f"[bold red]WARNING:[/] {w}", soft_wrap=True)
+        err_console.print(_("WARNING: {warning}").format(warning=w), style="bold red", soft_wrap=True, markup=False)
     hosts = ["127.0.0.1"] if is_loopback_bind(s.host) else [*lan_addresses()[:3], f"{hostname()}.local"]
     if not is_loopback_bind(s.host) and s.host not in ("0.0.0.0", "::"):
         hosts = [s.host]
-    urls = [f"{plan.scheme}://{h}:{s.port}" for h in hosts]
-    console.print(f"[bold green]homellm gateway[/] in front of {plan.backend.describe()}", soft_wrap=True)
+    urls = [http_url(plan.scheme, h, s.port) for h in hosts]
+    say = console.print
+    say(
+        _("homellm gateway in front of {backend}").format(backend=plan.backend.describe()), style="bold", soft_wrap=True
+    )
     for u in urls:
-        console.print(f"  {u}", soft_wrap=True)
+        say(f"  {u}", soft_wrap=True)
+    if not is_loopback_bind(s.host):
+        say(_("  on this machine: {url}").format(url=http_url(plan.scheme, "localhost", s.port)), soft_wrap=True)
     if plan.tls:
-        console.print(f"  TLS certificate fingerprint: [bold]{plan.tls.fingerprint}[/]", soft_wrap=True)
-        console.print(f"  [dim]certificate: {plan.tls.cert}{' (new)' if plan.tls.generated else ''}[/]", soft_wrap=True)
-    shown = key or "<your key>"
+        say(_("  TLS certificate fingerprint: {fp}").format(fp=plan.tls.fingerprint), soft_wrap=True)
+        new = _(" (new)") if plan.tls.generated else ""
+        say(_("  certificate: {path}{new}").format(path=plan.tls.cert, new=new), style="dim", soft_wrap=True)
     if key:
-        console.print(f"\n  Admin key (shown once, keep it safe): [bold]{key}[/]", soft_wrap=True)
-    url = urls[0]
-    console.print("\n[bold]Connect from another machine[/]", soft_wrap=True)
-    if plan.tls:
-        console.print(f"  curl -k --pinnedpubkey '{_spki_pin(plan.tls.cert)}' -H 'Authorization: Bearer {shown}' "
-                      f"{url}/api/tags", soft_wrap=True)  # fmt: skip
-        console.print(f"  Ollama client:  ollama.Client(host='{url}', headers={{'Authorization': 'Bearer {shown}'}}, "
-                      "verify=ssl.create_default_context(cafile='cert.pem'))", soft_wrap=True)  # fmt: skip
-        console.print(f"  OpenAI client:  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown} SSL_CERT_FILE=cert.pem",
-                      soft_wrap=True)  # fmt: skip
-        console.print(
-            f"  [dim](copy {plan.tls.cert} to the other machine as cert.pem, and compare the fingerprint)[/]",
+        say("\n" + _("  Admin key (shown once, keep it safe): {key}").format(key=key), soft_wrap=True)
+    elif key_file:
+        say(
+            "\n"
+            + _(
+                "  A new admin key is in {path} (readable only by you). It is not printed here, because this "
+                "output may be logged."
+            ).format(path=key_file),
             soft_wrap=True,
         )
     else:
-        console.print(f"  curl -H 'Authorization: Bearer {shown}' {url}/api/tags", soft_wrap=True)
-        console.print(f"  OpenAI client:  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown}", soft_wrap=True)
-    console.print("\n[dim]Ctrl-C stops the gateway.[/]", soft_wrap=True)
+        say(
+            "\n" + _("  Need an admin key? On this machine: homellm keys create NAME --admin"),
+            style="dim",
+            soft_wrap=True,
+        )
+    shown = key or "<your key>"
+    url = urls[0]
+    say("\n" + _("Connect from another machine"), style="bold", soft_wrap=True)
+    say(
+        _("  homellm pair here, then on the other machine: homellm connect {host} --code CODE").format(
+            host=hosts[0] if ":" not in hosts[0] else f"[{hosts[0]}]"
+        ),
+        soft_wrap=True,
+    )
+    if plan.tls:
+        say(
+            f"  curl -k --pinnedpubkey '{_spki_pin(plan.tls.cert)}' -H 'Authorization: Bearer {shown}' {url}/api/tags",
+            soft_wrap=True,
+        )
+        say(
+            f"  Ollama client:  ollama.Client(host='{url}', headers={{'Authorization': 'Bearer {shown}'}}, "
+            "verify=ssl.create_default_context(cafile='cert.pem'))",
+            soft_wrap=True,
+        )
+        say(f"  OpenAI client:  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown} SSL_CERT_FILE=cert.pem", soft_wrap=True)
+        say(
+            _("  (copy {path} to the other machine as cert.pem, and compare the fingerprint)").format(
+                path=plan.tls.cert
+            ),
+            style="dim",
+            soft_wrap=True,
+        )
+    else:
+        say(f"  curl -H 'Authorization: Bearer {shown}' {url}/api/tags", soft_wrap=True)
+        say(f"  OpenAI client:  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown}", soft_wrap=True)
+    say("\n" + _("Ctrl-C stops the gateway."), style="dim", soft_wrap=True)
 
 
 def _model_file(model: str, yes: bool) -> Path:
@@ -177,6 +227,7 @@ def up(
     from homellm.store.keys import KeyStore
 
     base = load_settings(host=host or "0.0.0.0", port=port, tls=True)
+    _check_port(base)
     models: list[Path] | None = None
     backend: str | None = None
     if model is not None:
@@ -197,10 +248,23 @@ def up(
             ) from None
     settings = load_settings(host=host or "0.0.0.0", port=port, tls=True, backend=backend)
     keys = KeyStore(open_database(settings.home))
-    created = None
+    created = key_file = None
     if keys.count_active() == 0:
         _, created = keys.create(_free_name(keys), None, admin=True)
-    _start(settings, models, banner_key=created)
+        if not sys.stdout.isatty():  # a service's output goes to a log or the journal: keep the key out of it
+            key_file = _write_private(settings.home / "admin-key.txt", created + "\n")
+            created = None
+    _start(settings, models, banner_key=created, key_file=key_file)
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """Write a secret readable by this user only (0600)."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
 
 
 def _free_name(keys: KeyStore) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from homellm.cli.output import console, print_json
+from homellm.cli.output import console, literal, print_json
 
 if TYPE_CHECKING:
     from homellm.store.keys import KeyStore
@@ -77,7 +77,7 @@ def list_keys(json_out: bool = typer.Option(False, "--json", help="Machine-reada
         table.add_column(col)
     for k in keys:
         status = "revoked" if k.revoked_at else ("expired" if not k.active() else "active")
-        table.add_row(k.name, f"{k.prefix}…", ", ".join(k.models) if k.models is not None else "all",
+        table.add_row(literal(k.name), f"{k.prefix}…", literal(", ".join(k.models) if k.models is not None else "all"),
                       "yes" if k.admin else "", status, _when(k.created_at), _when(k.expires_at),
                       _when(k.last_used_at))  # fmt: skip
     console.print(table)

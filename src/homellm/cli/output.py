@@ -7,6 +7,9 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
+
+from homellm.untrusted import visible
 
 GIB = 1024**3
 
@@ -21,3 +24,8 @@ def gib(n: float | None) -> str:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def literal(text: object, limit: int = 200) -> Text:
+    """Untrusted text for a Rich table or line: bounded, no markup, control characters visible."""
+    return Text(visible(str(text), limit))

@@ -6,7 +6,7 @@ import time
 
 import typer
 
-from homellm.cli.output import console, print_json
+from homellm.cli.output import console, literal, print_json
 
 
 def usage(
@@ -33,7 +33,7 @@ def usage(
         table.add_column(col, justify="left" if col in (by, "last") else "right")
     for r in rows:
         ttft = "-" if r["avg_ttft_ms"] is None else f"{r['avg_ttft_ms']:.0f} ms"
-        table.add_row(str(r[by]), str(r["requests"]), str(r["errors"]), f"{r['prompt_tokens']:,}",
+        table.add_row(literal(r[by]), str(r["requests"]), str(r["errors"]), f"{r['prompt_tokens']:,}",
                       f"{r['completion_tokens']:,}", ttft, f"{r['avg_duration_ms']:.0f} ms",
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last"])))  # fmt: skip
     console.print(table)

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from homellm.connect.client import stream_chat
 from homellm.errors import HomeLLMError
+from homellm.untrusted import visible_stream
 
 HELP = """/model NAME   switch model        /system TEXT  set the system prompt
 /clear        forget the chat     /save FILE    save the chat as JSON
@@ -86,7 +87,7 @@ class ChatSession:
         try:
             for piece in stream_chat(self.client, self.model, self.messages()):
                 reply += piece
-                self.console.print(piece, end="", soft_wrap=True, highlight=False, markup=False)
+                self.console.print(visible_stream(piece), end="", soft_wrap=True, highlight=False, markup=False)
         except KeyboardInterrupt:
             self.console.print("\n[dim](stopped)[/]", end="")
         except HomeLLMError as exc:

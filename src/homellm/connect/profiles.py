@@ -18,7 +18,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from homellm.errors import HomeLLMError, NotFoundError, UsageError
+from homellm.i18n import _
 from homellm.serve.tls import fingerprint_of_pem
+from homellm.store.db import private_folder
 
 
 class PinMismatch(HomeLLMError):
@@ -93,9 +95,12 @@ def check_pin(profile: Profile) -> str:
     now = fingerprint_of_pem(fetch_certificate(host, port).encode())
     if now != profile.fingerprint:
         raise PinMismatch(
-            f"the certificate of {profile.url} changed: pinned {profile.fingerprint}, now {now}. Refusing to "
-            f"connect. If the server's certificate was replaced on purpose, compare the new fingerprint with the "
-            f"one `homellm serve` prints and run `homellm connect {profile.url} --key KEY --fingerprint NEW`"
+            _(
+                "the certificate of {url} changed: pinned {pinned}, now {now}. Refusing to connect. If the server's "
+                "certificate was replaced on purpose, pair again (`homellm pair` on the server, then `homellm connect "
+                "{url} --code CODE`), or compare the new fingerprint with the one `homellm serve` prints and run "
+                "`homellm connect {url} --key --fingerprint NEW`"
+            ).format(url=profile.url, pinned=profile.fingerprint, now=now)
         )
     return now
 
@@ -132,7 +137,7 @@ class ProfileStore:
         data.setdefault("profiles", {})[profile.name] = asdict(profile)
         if make_default or "default" not in data:
             data["default"] = profile.name
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(self.path.parent)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -57,7 +57,7 @@ def set_language(lang: str) -> None:
     _language.set(normalize(lang) or "en")
 
 
-class use_language:  # noqa: N801 - used like a function: ``with use_language("ja"):``
+class use_language:
     """Run a block in a language (the gateway's per-request language)."""
 
     def __init__(self, lang: str | None) -> None:
@@ -84,6 +84,6 @@ def ngettext(singular: str, plural: str, n: int) -> str:
     return _translations(_language.get()).ngettext(singular, plural, n)
 
 
-def N_(message: str) -> str:  # noqa: N802 - the gettext convention
+def N_(message: str) -> str:
     """Mark a constant for extraction; translate it with ``_()`` where it is shown."""
     return message

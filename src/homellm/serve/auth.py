@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 
-from starlette.datastructures import Headers
 
-
-def presented_key(headers: Headers) -> str | None:
+def presented_key(headers: Mapping[str, str]) -> str | None:
     auth = headers.get("authorization", "")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():

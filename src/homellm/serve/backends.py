@@ -2,18 +2,25 @@
 
 A backend says which API it speaks natively (``kind``) and where; the gateway forwards or
 translates. Adding vLLM or a second PC means adding an adapter here, not editing the gateway.
+Requests go out through one aiohttp session per backend: a lean connection pool (measured: an
+httpx pool cost the gateway 90% of its throughput at 32 concurrent requests).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, Literal
 
 from homellm.errors import GatewayError
+from homellm.i18n import N_, _
+
+if TYPE_CHECKING:
+    import aiohttp
 
 ApiKind = Literal["ollama", "openai"]
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -21,88 +28,162 @@ class ModelEntry:
     name: str
     size: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+    modified_at: str = ""
 
 
 class Backend:
     kind: ApiKind = "openai"
-    label = "OpenAI-compatible server"
+    label = N_("OpenAI-compatible server")
     managed = False  # True when homellm runs the backend itself (on a private loopback port)
+    stops_on_disconnect = True  # closing a non-streamed request stops its generation (Ollama, llama-server, vLLM)
 
-    def __init__(self, base_url: str, idle_timeout: float = 300.0) -> None:
+    def __init__(self, base_url: str, idle_timeout: float = 300.0, connect_timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
-        # no overall timeout: long generations run as long as tokens keep coming;
-        # the read timeout is the idle timeout between two chunks
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(connect=5.0, read=idle_timeout, write=30.0, pool=None),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
-        )
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            import aiohttp
+
+            # no overall timeout: long generations run as long as tokens keep coming; the read
+            # timeout is the idle timeout between two chunks
+            timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout, sock_read=self.idle_timeout)
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                self.base_url,
+                connector=connector,
+                timeout=timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
 
     async def start(self) -> None:
         """Called once when the gateway starts."""
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def ready(self) -> None:
         """Raise GatewayError(503) while the backend cannot take requests."""
+
+    async def open(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        """Send a request; the answer's headers are in, its body is still to be read (or streamed)."""
+        self.ready()
+        try:
+            return await self.session.request(method, path, data=body, headers=headers)
+        except Exception as exc:
+            raise self.failure(exc) from exc
+
+    async def read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole body of an answer; transport errors become 502/504."""
+        try:
+            return await resp.read()
+        except Exception as exc:
+            raise self.failure(exc) from exc
+        finally:
+            resp.release()
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        resp = await self.open("GET", path)
+        content = await self.read(resp)
+        if resp.status >= 400:
+            raise GatewayError(
+                502,
+                _("{backend} answered {status} to {path}").format(backend=self.label, status=resp.status, path=path),
+            )
+        try:
+            data = json.loads(content)
+        except ValueError:
+            raise GatewayError(
+                502, _("{backend} sent invalid JSON for {path}").format(backend=self.label, path=path)
+            ) from None
+        return data if isinstance(data, dict) else {}
 
     async def models(self) -> list[ModelEntry]:
         """The models the backend serves."""
         if self.kind == "ollama":
             data = await self.get_json("/api/tags")
-            return [ModelEntry(m.get("name", ""), int(m.get("size", 0)), m.get("details") or {})
-                    for m in data.get("models", [])]  # fmt: skip
+            return [
+                ModelEntry(
+                    str(m.get("name", "")),
+                    int(m.get("size") or 0),
+                    m.get("details") or {},
+                    str(m.get("digest", "")),
+                    str(m.get("modified_at", "")),
+                )
+                for m in data.get("models", [])
+                if isinstance(m, dict)
+            ]
         data = await self.get_json("/v1/models")
-        return [ModelEntry(m.get("id", "")) for m in data.get("data", [])]
+        return [ModelEntry(str(m.get("id", ""))) for m in data.get("data", []) if isinstance(m, dict)]
 
-    async def get_json(self, path: str) -> dict[str, Any]:
-        self.ready()
-        try:
-            resp = await self.client.get(path)
-        except httpx.HTTPError as exc:
-            raise backend_failure(exc, self) from exc
-        if resp.status_code >= 400:
-            raise GatewayError(502, f"{self.label} answered {resp.status_code} to {path}")
-        try:
-            data = resp.json()
-        except ValueError:
-            raise GatewayError(502, f"{self.label} sent invalid JSON for {path}") from None
-        return data if isinstance(data, dict) else {}
+    async def loaded(self) -> list[dict[str, Any]]:
+        """The models loaded in memory now, in Ollama's ``/api/ps`` shape."""
+        if self.kind == "ollama":
+            data = await self.get_json("/api/ps")
+            return [m for m in data.get("models", []) if isinstance(m, dict)]
+        return []
 
     def describe(self) -> str:
-        return f"{self.label} at {self.base_url}"
+        return _("{backend} at {url}").format(backend=_(self.label), url=self.base_url)
+
+    def failure(self, exc: BaseException) -> GatewayError:
+        """Map a transport error to the right status: down 502, silent too long 504."""
+        import aiohttp
+
+        if isinstance(exc, GatewayError):
+            return exc
+        if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+            return GatewayError(
+                502,
+                _("{backend} at {url} is not reachable; is it running?").format(
+                    backend=_(self.label), url=self.base_url
+                ),
+            )
+        if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+            return GatewayError(
+                504,
+                _("{backend} went silent for longer than the idle timeout ({s:.0f} s)").format(
+                    backend=_(self.label), s=self.idle_timeout
+                ),
+            )
+        return GatewayError(
+            502, _("{backend} connection failed: {error}").format(backend=_(self.label), error=type(exc).__name__)
+        )
 
 
 class OllamaBackend(Backend):
     kind: ApiKind = "ollama"
-    label = "Ollama"
+    label = N_("Ollama")
 
 
 class OpenAIBackend(Backend):
     kind: ApiKind = "openai"
-    label = "OpenAI-compatible server"
-
-
-def backend_failure(exc: Exception, backend: Backend) -> GatewayError:
-    """Map a transport error to the right status: down 502, silent too long 504."""
-    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-        return GatewayError(504, f"{backend.label} went silent for longer than the idle timeout")
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return GatewayError(502, f"{backend.label} at {backend.base_url} is not reachable; is it running?")
-    return GatewayError(502, f"{backend.label} connection failed: {type(exc).__name__}")
+    label = N_("OpenAI-compatible server")
 
 
 async def detect_backend(url: str, idle_timeout: float) -> Backend:
     """Ollama if ``/api/version`` answers like Ollama, else an OpenAI-compatible server."""
+    import aiohttp
+
     url = url.rstrip("/")
     if not url.startswith(("http://", "https://")):
         url = "http://" + url
-    async with httpx.AsyncClient(base_url=url, timeout=3.0) as probe:
-        try:
-            resp = await probe.get("/api/version")
-            if resp.status_code == 200 and "version" in resp.json():
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as probe,
+            probe.get(url + "/api/version") as resp,
+        ):
+            if resp.status == 200 and "version" in await resp.json(content_type=None):
                 return OllamaBackend(url, idle_timeout)
-        except (httpx.HTTPError, ValueError):
-            pass
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        pass
     return OpenAIBackend(url, idle_timeout)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from homellm.errors import GatewayError, UsageError
-from homellm.serve.backends import OpenAIBackend
+from homellm.i18n import N_, _
+from homellm.serve.backends import ModelEntry, OpenAIBackend
+
+if TYPE_CHECKING:
+    from homellm.engine.supervisor import EngineModel
+    from homellm.engine.tokens import PromptCounter
+    from homellm.plan.gguf_file import GGUFModel
 
 DEFAULT_CTX = 8192
 MIN_CTX = 2048
@@ -46,9 +56,15 @@ def find_ggufs(folder: Path) -> list[Path]:
     return found
 
 
+def parameter_size(n: int) -> str:
+    """Ollama's way of writing a parameter count: 135M, 7.6B."""
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
 class EngineBackend(OpenAIBackend):
-    label = "the embedded engine"
+    label = N_("the embedded engine")
     managed = True
+    stops_on_disconnect = False  # llama-cpp-python finishes a non-streamed generation whatever the client does
 
     def __init__(self, paths: list[Path], workdir: Path, ctx: int | None, port: int, idle_timeout: float) -> None:
         from homellm.engine.supervisor import EngineModel, EngineSupervisor
@@ -60,6 +76,7 @@ class EngineBackend(OpenAIBackend):
                 alias = p.stem.lower()
             models.append(EngineModel(alias, p, n_ctx, ngl))
         self.supervisor = EngineSupervisor(models, workdir, port)
+        self._counters: dict[str, PromptCounter] = {}
         super().__init__(self.supervisor.url, idle_timeout)
 
     async def start(self) -> None:
@@ -71,11 +88,103 @@ class EngineBackend(OpenAIBackend):
 
     def ready(self) -> None:
         if not self.supervisor.ready:
-            raise GatewayError(503, "the engine is starting or restarting; retry in a few seconds",
-                               headers={"Retry-After": "5"})  # fmt: skip
+            raise GatewayError(
+                503, _("the engine is starting or restarting; retry in a few seconds"), headers={"Retry-After": "5"}
+            )
+
+    def _model(self, name: str) -> EngineModel | None:
+        base = name.removesuffix(":latest")
+        return next((m for m in self.supervisor.models if m.alias in (name, base)), None)
+
+    @cached_property
+    def _headers(self) -> dict[str, GGUFModel]:
+        from homellm.plan.gguf_file import read_gguf
+
+        return {m.alias: read_gguf(m.path) for m in self.supervisor.models}
+
+    def _entry(self, m: EngineModel) -> ModelEntry:
+        header = self._headers[m.alias]
+        stat = m.path.stat()
+        modified = datetime.datetime.fromtimestamp(stat.st_mtime, datetime.UTC).isoformat().replace("+00:00", "Z")
+        details = {
+            "format": "gguf",
+            "family": header.architecture.arch,
+            "families": [header.architecture.arch],
+            "parameter_size": parameter_size(header.n_params),
+            "quantization_level": header.file_type,
+        }
+        return ModelEntry(m.alias, stat.st_size, details, "", modified)
+
+    async def models(self) -> list[ModelEntry]:
+        """The engine's models, described from their GGUF headers (size, family, parameters, quantization)."""
+        return [self._entry(m) for m in self.supervisor.models]
+
+    async def loaded(self) -> list[dict[str, Any]]:
+        """The engine keeps every model it serves loaded."""
+        out = []
+        for m in self.supervisor.models:
+            e = self._entry(m)
+            n_layer = self._headers[m.alias].architecture.n_layer
+            vram = e.size if m.n_gpu_layers > n_layer else int(e.size * m.n_gpu_layers / max(n_layer + 1, 1))
+            out.append(
+                {
+                    "name": e.name,
+                    "model": e.name,
+                    "size": e.size,
+                    "digest": e.digest,
+                    "details": e.details,
+                    "expires_at": "2318-01-01T00:00:00Z",
+                    "size_vram": vram,
+                    "context_length": m.n_ctx,
+                }
+            )
+        return out
+
+    async def show(self, name: str) -> dict[str, Any] | None:
+        """``/api/show`` from the GGUF header."""
+        m = self._model(name)
+        if m is None:
+            return None
+        e, header = self._entry(m), self._headers[m.alias]
+        a = header.architecture
+        info = {
+            "general.architecture": a.arch,
+            "general.parameter_count": header.n_params,
+            "general.file_type": header.file_type,
+            f"{a.arch}.context_length": a.n_ctx_train,
+            f"{a.arch}.embedding_length": a.n_embd,
+            f"{a.arch}.block_count": a.n_layer,
+            f"{a.arch}.attention.head_count": a.n_head,
+            f"{a.arch}.attention.head_count_kv": a.n_head_kv,
+        }
+        return {
+            "modelfile": "",
+            "parameters": f"num_ctx {m.n_ctx}",
+            "template": "",
+            "details": e.details,
+            "model_info": info,
+            "capabilities": ["completion", "embedding"],
+            "modified_at": e.modified_at,
+        }
+
+    async def prompt_tokens(self, body: dict[str, Any]) -> int | None:
+        """The prompt's token count, counted like the engine counts it (it sends none in streams)."""
+        from homellm.engine.tokens import PromptCounter
+
+        m = self._model(str(body.get("model", "")))
+        if m is None:
+            return None
+        counter = self._counters.setdefault(m.alias, PromptCounter(m.path))
+        try:
+            return await asyncio.to_thread(counter.count, body)
+        except Exception:  # a template the formatter cannot render: no count rather than a failed answer
+            return None
 
     def describe(self) -> str:
-        names = ", ".join(f"{m.alias} (ctx {m.n_ctx}, {m.n_gpu_layers} GPU layers)" for m in self.supervisor.models)
+        names = ", ".join(
+            _("{alias} (ctx {ctx}, {ngl} GPU layers)").format(alias=m.alias, ctx=m.n_ctx, ngl=m.n_gpu_layers)
+            for m in self.supervisor.models
+        )
         restarts = self.supervisor.restarts
-        crashed = f"; restarted {restarts} time{'s' if restarts != 1 else ''} after crashes" if restarts else ""
-        return f"the embedded engine (llama.cpp) serving {names}{crashed}"
+        crashed = _("; restarted {n} times after crashes").format(n=restarts) if restarts else ""
+        return _("the embedded engine (llama.cpp) serving {names}{crashed}").format(names=names, crashed=crashed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 from functools import cache
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -73,6 +74,25 @@ def allowed_host_names(bind_host: str, extra: list[str]) -> frozenset[str]:
         names.add(bind_host.lower().strip("[]"))
     names.update(e.lower() for e in extra)
     return frozenset(names)
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether binding ``host:port`` would fail now (another server has it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        if hasattr(socket, "SO_REUSEADDR") and sys.platform != "win32":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            s.bind((host.strip("[]") or "0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def http_url(scheme: str, host: str, port: int) -> str:
+    """A URL for ``host``: IPv6 literals need brackets (``https://[fd00::2]:11435``)."""
+    h = host.strip("[]")
+    return f"{scheme}://[{h}]:{port}" if ":" in h else f"{scheme}://{h}:{port}"
 
 
 def host_of(header: str) -> str:

@@ -1,152 +1,101 @@
 """Relaying backend streams to clients as they come.
 
-* :class:`RelayResponse` sends chunks the moment they arrive and watches for the client
-  leaving the whole time; when it leaves, the upstream response is closed, which makes
-  llama.cpp, Ollama and vLLM stop generating.
-* Passthrough streams are re-framed on line (NDJSON) or event (SSE) boundaries, so a client
-  never receives half a JSON object, and are sniffed (not parsed) for token counts.
-* :func:`openai_to_ollama_stream` translates SSE chunks into Ollama NDJSON.
+* :class:`Relay` sends records the moment they arrive and watches the client the whole time: a
+  client that leaves, or stops reading for ``send_timeout`` seconds, closes the upstream response,
+  which makes llama.cpp, Ollama and vLLM stop generating. A backend that dies or goes silent
+  mid-stream ends the client's stream with an explicit error record in its front's format.
+* Streams are re-framed on line (NDJSON) or event (SSE) boundaries, so a client never receives
+  half a JSON object. Passthrough streams are sniffed (not re-encoded) for token counts.
+* :func:`ndjson_from_openai` translates SSE chunks into Ollama NDJSON; :func:`collect_openai`
+  reads a whole SSE stream into one answer (for a non-streamed request the gateway streamed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-import anyio
-import httpx
-from starlette.types import Receive, Scope, Send
-
+from homellm.errors import GatewayError
+from homellm.i18n import _
 from homellm.protocol import translate
+from homellm.serve.request import Ctx, Receive, Scope, Send, error_data
 
-STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+if TYPE_CHECKING:
+    import aiohttp
 
+    from homellm.serve.backends import Backend
+    from homellm.serve.policy import Front
 
-@dataclass
-class StreamStats:
-    """What a relay learned about one response, for the usage log."""
-
-    started: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cancelled: bool = False
-    error: str | None = None
-
-    def mark_first(self) -> None:
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-
-    @property
-    def ttft_ms(self) -> float | None:
-        return None if self.first_token_at is None else (self.first_token_at - self.started) * 1000
+STREAM_HEADERS = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
+MAX_RECORD = 8 * 1024 * 1024  # a backend line longer than this is an error, not a reason to run out of memory
 
 
-class RelayResponse:
-    """An ASGI response that streams ``chunks`` and cancels them when the client disconnects."""
+class UpstreamError(Exception):
+    """The backend failed mid-stream (already mapped to the status and message the client sees)."""
 
-    def __init__(
-        self,
-        chunks: AsyncIterator[bytes],
-        status: int,
-        media_type: str,
-        stats: StreamStats,
-        on_done: Callable[[StreamStats], None],
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.chunks = chunks
-        self.status = status
-        self.media_type = media_type
-        self.stats = stats
-        self.on_done = on_done
-        self.headers = {**STREAM_HEADERS, **(headers or {})}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw_headers = [(b"content-type", self.media_type.encode())]
-        raw_headers += [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
-        finished = False
-        try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch() -> None:
-                    while True:
-                        message = await receive()
-                        if message["type"] == "http.disconnect":
-                            if not finished:
-                                self.stats.cancelled = True
-                            tg.cancel_scope.cancel()
-                            return
-
-                tg.start_soon(watch)
-                try:
-                    await send({"type": "http.response.start", "status": self.status, "headers": raw_headers})
-                    async for chunk in self.chunks:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    finished = True
-                except OSError:  # ASGI 2.4 servers raise on send after a disconnect
-                    self.stats.cancelled = True
-                tg.cancel_scope.cancel()
-        finally:
-            await self.chunks.aclose()  # type: ignore[attr-defined]
-            self.on_done(self.stats)
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
-async def _close(resp: httpx.Response) -> None:
-    await resp.aclose()
-
-
-async def reframe(resp: httpx.Response, separator: bytes) -> AsyncIterator[bytes]:
+async def records(resp: aiohttp.ClientResponse, separator: bytes, backend: Backend) -> AsyncIterator[bytes]:
     """Complete records only (lines or SSE events), batched as they arrive; closes ``resp`` at the end."""
     buf = b""
     try:
-        async for data in resp.aiter_bytes():
+        async for data in resp.content.iter_any():
             buf += data
             cut = buf.rfind(separator)
             if cut >= 0:
                 cut += len(separator)
                 yield buf[:cut]
                 buf = buf[cut:]
+            if len(buf) > MAX_RECORD:
+                raise UpstreamError(GatewayError(502, _("the backend sent a record larger than 8 MiB")))
         if buf.strip():
             yield buf if buf.endswith(separator) else buf + separator
+    except (UpstreamError, asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as exc:
+        raise UpstreamError(backend.failure(exc)) from exc
     finally:
-        await _close(resp)
+        resp.close()  # not release(): an unfinished stream must close the connection to stop the backend
 
 
-async def ollama_passthrough(resp: httpx.Response, stats: StreamStats) -> AsyncIterator[bytes]:
-    """Ollama NDJSON as is; the final ``done`` line gives the token counts."""
-    async for block in reframe(resp, b"\n"):
+def _event_json(event: bytes) -> dict[str, Any]:
+    data = event.strip()
+    if not data.startswith(b"data:"):
+        return {}
+    data = data[5:].strip()
+    if not data or data == b"[DONE]":
+        return {}
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+async def ndjson_passthrough(upstream: AsyncIterator[bytes], ctx: Ctx) -> AsyncIterator[bytes]:
+    """Ollama NDJSON as is; the final ``done`` line gives the token counts, an ``error`` line the failure."""
+    stats = ctx.stats
+    async for block in upstream:
         stats.mark_first()
-        if b'"done":true' in block or b'"done": true' in block:
-            last = block.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-            try:
-                final = json.loads(last)
-                stats.prompt_tokens = final.get("prompt_eval_count")
-                stats.completion_tokens = final.get("eval_count")
-            except ValueError:
-                pass
+        if b'"done":true' in block or b'"done": true' in block or b'"error"' in block:
+            for line in block.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get("done"):
+                    stats.prompt_tokens = rec.get("prompt_eval_count")
+                    stats.completion_tokens = rec.get("eval_count")
+                elif isinstance(rec, dict) and "error" in rec:
+                    stats.fail(502, str(rec["error"])[:500])
         yield block
-
-
-async def sse_passthrough(resp: httpx.Response, stats: StreamStats) -> AsyncIterator[bytes]:
-    """OpenAI SSE as is; usage comes from a ``usage`` chunk if the backend sends one, else we count chunks."""
-    counted = 0
-    async for block in reframe(resp, b"\n\n"):
-        counted += _count_text(block)
-        if counted:
-            stats.mark_first()
-        if b'"usage":{' in block or b'"usage": {' in block:
-            for event in block.split(b"\n\n"):
-                usage = _event_json(event).get("usage") if event.startswith(b"data:") else None
-                if usage:
-                    stats.prompt_tokens = usage.get("prompt_tokens")
-                    stats.completion_tokens = usage.get("completion_tokens")
-        yield block
-    if stats.completion_tokens is None:
-        stats.completion_tokens = counted
 
 
 _TEXT_MARKS = (b'"content":"', b'"content": "', b'"text":"', b'"text": "')
@@ -158,44 +107,157 @@ def _count_text(block: bytes) -> int:
     return sum(block.count(m) for m in _TEXT_MARKS) - sum(block.count(m) for m in _EMPTY_MARKS)
 
 
-def _event_json(event: bytes) -> dict[str, Any]:
-    data = event.strip()[5:].strip()
-    if not data or data == b"[DONE]":
-        return {}
-    try:
-        parsed = json.loads(data)
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
-async def openai_to_ollama_stream(
-    resp: httpx.Response, kind: str, model: str, stats: StreamStats
-) -> AsyncIterator[bytes]:
-    """Translate an OpenAI SSE stream into Ollama NDJSON (``kind`` is chat or generate)."""
-    timing = translate.Timing()
-    finish: str | None = None
-    usage: dict[str, Any] | None = None
+async def sse_passthrough(upstream: AsyncIterator[bytes], ctx: Ctx, want_usage: bool) -> AsyncIterator[bytes]:
+    """OpenAI SSE as is. Usage comes from the backend's usage chunk, else from counting chunks; when the
+    client asked for ``stream_options.include_usage`` and the backend sent none, the gateway adds it."""
+    stats = ctx.stats
     counted = 0
-    async for block in reframe(resp, b"\n\n"):
+    usage_sent = False
+    async for block in upstream:
+        counted += _count_text(block)
+        if counted:
+            stats.mark_first()
+        tail = b""
+        if b'"usage"' in block or b'"error"' in block or b"[DONE]" in block:
+            for event in block.split(b"\n\n"):
+                chunk = _event_json(event)
+                usage = chunk.get("usage")
+                if isinstance(usage, dict) and usage:
+                    stats.prompt_tokens = usage.get("prompt_tokens")
+                    stats.completion_tokens = usage.get("completion_tokens")
+                    usage_sent = True
+                message = translate.error_message(chunk)
+                if message is not None:
+                    stats.fail(502, message)
+            if want_usage and not usage_sent and b"data: [DONE]" in block:
+                head, _sep, rest = block.partition(b"data: [DONE]")
+                block, tail = head, b"data: [DONE]" + rest
+                block += _usage_event(counted, stats.prompt_tokens)
+                usage_sent = True
+        yield block + tail
+    if stats.completion_tokens is None:
+        stats.completion_tokens = counted
+
+
+def _usage_event(completion: int, prompt: int | None) -> bytes:
+    usage = {"prompt_tokens": prompt or 0, "completion_tokens": completion, "total_tokens": (prompt or 0) + completion}
+    return b"data: " + json.dumps({"object": "chat.completion.chunk", "choices": [], "usage": usage}).encode() + b"\n\n"
+
+
+async def ndjson_from_openai(
+    upstream: AsyncIterator[bytes],
+    ctx: Ctx,
+    out: translate.OllamaStream,
+    before_final: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[bytes]:
+    """An OpenAI SSE stream as Ollama NDJSON; an error event becomes an Ollama error line.
+    ``before_final`` runs before the closing ``done`` line (to count prompt tokens the backend did not)."""
+    stats = ctx.stats
+    async for block in upstream:
         lines = []
         for event in block.split(b"\n\n"):
-            if not event.startswith(b"data:"):
-                continue
             chunk = _event_json(event)
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            text, reason = translate.openai_delta(chunk)
-            finish = reason or finish
-            if text:
-                counted += 1
-                timing.mark_first()
+            if not chunk:
+                continue
+            message = translate.error_message(chunk)
+            if message is not None:
+                raise UpstreamError(GatewayError(502, _("backend: {message}").format(message=message)))
+            for obj in out.feed(chunk):
                 stats.mark_first()
-                out = translate.chat_chunk(model, text) if kind == "chat" else translate.generate_chunk(model, text)
-                lines.append(json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode())
+                lines.append(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode())
         if lines:
             yield b"\n".join(lines) + b"\n"
-    final = translate.final_chunk(kind, model, finish, timing, usage, counted)
+    if before_final is not None:
+        await before_final()
+    tools = out.tool_chunk()
+    final = out.final()
     stats.prompt_tokens = final.get("prompt_eval_count")
     stats.completion_tokens = final.get("eval_count")
-    yield json.dumps(final, separators=(",", ":")).encode() + b"\n"
+    pre = json.dumps(tools, separators=(",", ":")).encode() + b"\n" if tools else b""
+    yield pre + json.dumps(final, separators=(",", ":")).encode() + b"\n"
+
+
+async def collect_openai(
+    upstream: AsyncIterator[bytes], ctx: Ctx, sink: translate.OllamaStream | translate.OpenAIWhole
+) -> None:
+    """Read a whole OpenAI SSE stream into ``sink``; an error event raises GatewayError(502)."""
+    async for block in upstream:
+        for event in block.split(b"\n\n"):
+            chunk = _event_json(event)
+            if not chunk:
+                continue
+            message = translate.error_message(chunk)
+            if message is not None:
+                raise GatewayError(502, _("backend: {message}").format(message=message))
+            if chunk.get("choices"):
+                ctx.stats.mark_first()
+            sink.feed(chunk)
+
+
+def error_record(front: Front, error: GatewayError) -> bytes:
+    """The terminal record of a stream that failed: an NDJSON error line, or an SSE error event then [DONE]."""
+    data = json.dumps(error_data(front, error), ensure_ascii=False).encode()
+    if front == "openai":
+        return b"data: " + data + b"\n\ndata: [DONE]\n\n"
+    return data + b"\n"
+
+
+class Relay:
+    """An ASGI reply that streams ``chunks``, watches the client, and never leaves a stream without an end."""
+
+    def __init__(
+        self, chunks: AsyncIterator[bytes], upstream: aiohttp.ClientResponse, media_type: str, ctx: Ctx,
+        send_timeout: float,
+    ) -> None:  # fmt: skip
+        self.chunks = chunks
+        self.upstream = upstream
+        self.status = upstream.status
+        self.media_type = media_type
+        self.ctx = ctx
+        self.send_timeout = send_timeout
+        self.headers = [(b"content-type", media_type.encode()), *STREAM_HEADERS]
+
+    def add_headers(self, headers: dict[str, str]) -> None:
+        self.headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx, stats = self.ctx, self.ctx.stats
+        task = asyncio.current_task()
+        assert task is not None
+        left = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left.set()
+            task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+            ctx.response_started = True
+            try:
+                async for chunk in self.chunks:
+                    async with asyncio.timeout(self.send_timeout):
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except UpstreamError as exc:
+                stats.fail(exc.error.status, str(exc.error))
+                async with asyncio.timeout(self.send_timeout):
+                    await send(
+                        {"type": "http.response.body", "body": error_record(ctx.front, exc.error), "more_body": True}
+                    )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not left.is_set():
+                raise
+            stats.cancelled = True  # the client left: closing the chunks below closes the upstream request
+            task.uncancel()
+        except TimeoutError:
+            stats.cancelled = True
+            stats.fail(408, _("the client stopped reading for {s:.0f} s").format(s=self.send_timeout))
+        except OSError:  # ASGI servers may raise on send after a disconnect
+            stats.cancelled = True
+        finally:
+            watcher.cancel()
+            self.upstream.close()  # closing the connection is what stops the backend's generation, at once
+            await self.chunks.aclose()  # type: ignore[attr-defined]

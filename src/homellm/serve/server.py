@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,15 +39,18 @@ def make_backend(settings: Settings, models: list[Path] | None = None) -> Backen
         return asyncio.run(detect_backend(settings.backend, settings.idle_timeout_s))
     paths = models or ([settings.model] if settings.model else [])
     if not paths:
-        raise UsageError("choose a backend: --backend URL (Ollama, llama-server, vLLM, LM Studio), "
-                         "--model FILE.gguf or --models-dir DIR; or run `homellm up`")  # fmt: skip
+        raise UsageError(
+            "choose a backend: --backend URL (Ollama, llama-server, vLLM, LM Studio), "
+            "--model FILE.gguf or --models-dir DIR; or run `homellm up`"
+        )
     from homellm.serve.engine_backend import EngineBackend
 
     for p in paths:
         if not p.is_file():
             raise UsageError(f"no such file: {p}")
-    return EngineBackend(paths, settings.home / "engine", settings.engine_ctx, settings.engine_port,
-                         settings.idle_timeout_s)  # fmt: skip
+    return EngineBackend(
+        paths, settings.home / "engine", settings.engine_ctx, settings.engine_port, settings.idle_timeout_s
+    )
 
 
 def check_exposure_rules(settings: Settings, active_keys: int) -> list[str]:
@@ -60,8 +64,10 @@ def check_exposure_rules(settings: Settings, active_keys: int) -> list[str]:
     if active_keys == 0:
         problems.append("there is no API key (create one: homellm keys create NAME)")
     if problems and not settings.insecure:
-        raise UsageError(f"refusing to listen on {settings.host}: {' and '.join(problems)}; "
-                         "fix that, or pass --insecure if you really mean it")  # fmt: skip
+        raise UsageError(
+            f"refusing to listen on {settings.host}: {' and '.join(problems)}; "
+            "fix that, or pass --insecure if you really mean it"
+        )
     for p in problems:
         warnings.append(f"INSECURE: listening on {settings.host} although {p}")
     return warnings
@@ -79,73 +85,148 @@ def prepare(settings: Settings, backend: Backend, active_keys: int) -> Plan:
     return Plan(settings, backend, tls, warnings)
 
 
-def header_timeout_protocol(timeout: float) -> type:
-    """uvicorn's h11 protocol, closing connections whose request headers take longer than ``timeout``.
+def guarded_protocol(settings: Settings) -> type:
+    """uvicorn's HTTP protocol (httptools where installed, else h11) with three guards of its own.
 
-    uvicorn's keep-alive timer is cancelled by any byte received, so a client trickling headers
-    (slowloris) would hold a connection forever.
+    * request headers must arrive within ``header_timeout_s`` (uvicorn's keep-alive timer is
+      cancelled by any byte, so a client trickling headers, slowloris, would hold a connection forever);
+    * a body must arrive within ``body_timeout_s`` of its headers (408, then the connection closes);
+    * one client address may hold at most ``max_connections_per_ip`` connections, so one host on the
+      LAN cannot exhaust the gateway's file descriptors.
     """
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    base: type
+    try:
+        import httptools  # noqa: F401
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:  # pragma: no cover - platforms without an httptools wheel
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    header_timeout, body_timeout = settings.header_timeout_s, settings.body_timeout_s
+    cap = settings.max_connections_per_ip
+    per_ip: dict[str, int] = {}
 
-    class HeaderTimeoutProtocol(H11Protocol):
-        _header_timer: asyncio.TimerHandle | None = None
+    class GuardedProtocol(base):  # type: ignore[misc]
+        _timer: asyncio.TimerHandle | None = None
+        _ip: str | None = None
+        _phase = ""
 
-        def _arm(self) -> None:
+        def _arm(self, phase: str, seconds: float) -> None:
             self._disarm()
-            self._header_timer = self.loop.call_later(timeout, self._headers_too_slow)
+            self._phase = phase
+            self._timer = self.loop.call_later(seconds, self._too_slow)
 
         def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._phase = ""
 
-        def _headers_too_slow(self) -> None:
-            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
-                self.transport.close()
+        def _too_slow(self) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            if self._phase == "body":
+                msg = b'{"error":"the request body did not arrive in time"}'
+                self.transport.write(
+                    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: " + str(len(msg)).encode() + b"\r\n\r\n" + msg
+                )
+            self.transport.close()
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._arm()
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if peer else ""
+            if cap and per_ip.get(ip, 0) >= cap:
+                msg = b'{"error":"too many connections from your address"}'
+                transport.write(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: " + str(len(msg)).encode() + b"\r\n\r\n" + msg
+                )
+                transport.close()
+                return
+            self._ip = ip
+            per_ip[ip] = per_ip.get(ip, 0) + 1
+            self._arm("headers", header_timeout)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self.cycle is not None and not self.cycle.response_complete:
-                self._disarm()  # the request line and headers are in
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                return  # still waiting for a request's headers: the header timer runs
+            if cycle.more_body:
+                if self._phase != "body":
+                    self._arm("body", body_timeout)
+            elif self._phase:
+                self._disarm()  # the whole request is in; the app runs
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if not self.transport.is_closing():
-                self._arm()
+                self._arm("headers", header_timeout)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._ip is not None:
+                left = per_ip.get(self._ip, 1) - 1
+                if left > 0:
+                    per_ip[self._ip] = left
+                else:
+                    per_ip.pop(self._ip, None)
+                self._ip = None
             super().connection_lost(exc)
 
-    return HeaderTimeoutProtocol
+    return GuardedProtocol
+
+
+def event_loop() -> str:
+    """uvloop where it exists (not on Windows), else asyncio's own loop."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
 
 
 def uvicorn_options(settings: Settings, tls: TlsFiles | None) -> dict[str, Any]:
     """The uvicorn settings the gateway always runs with (tests use them too)."""
     return {
-        "http": header_timeout_protocol(settings.header_timeout_s),
+        "http": guarded_protocol(settings),
+        "loop": event_loop(),
         "ssl_certfile": str(tls.cert) if tls else None,
         "ssl_keyfile": str(tls.key) if tls else None,
         "timeout_keep_alive": int(settings.keep_alive_s),
         "h11_max_incomplete_event_size": 64 * 1024,
         "server_header": False,
+        "date_header": False,
         "proxy_headers": False,  # never trust X-Forwarded-For: the IP allowlist uses the real peer
         "access_log": False,
+        "limit_concurrency": settings.max_connections,
         # on Ctrl-C / SIGTERM, give requests in flight a few seconds, not forever (idle keep-alive
         # connections from clients would otherwise hold the shutdown open)
         "timeout_graceful_shutdown": 5,
     }
 
 
-def run(plan: Plan, app: Any) -> None:
+class _ExpectedCutoffs(logging.Filter):
+    """A stream the gateway ended on purpose (the client stopped reading) is not an error to log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing response" not in record.getMessage()
+
+
+def run(plan: Plan, app: Any, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve until Ctrl-C or SIGTERM; ``on_ready`` runs once the backend answers and the port listens."""
     import uvicorn
 
+    class ReadyServer(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit and on_ready is not None:
+                on_ready()
+
+    logging.getLogger("uvicorn.error").addFilter(_ExpectedCutoffs())
     s = plan.settings
     config = uvicorn.Config(
         app, host=s.host, port=s.port, lifespan="on", log_level="warning", **uvicorn_options(s, plan.tls)
     )
-    uvicorn.Server(config).run()
+    ReadyServer(config).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -60,17 +61,75 @@ def m003_pairing(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE pairing_failures (ts REAL NOT NULL)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_keys, m002_usage, m003_pairing]
+def m004_pake_pairing(db: sqlite3.Connection) -> None:
+    """Pairing v2 (SPAKE2): a code is a nameplate and the password itself, no hash; attempts are events.
+
+    Open v1 codes are dropped with their table (they lived 5 minutes; their hashes go with them).
+    """
+    db.execute("DROP TABLE pairing_codes")
+    db.execute("DROP TABLE pairing_failures")
+    db.execute(
+        """CREATE TABLE pairing_codes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: events refer to it after the row is gone
+            nameplate TEXT NOT NULL UNIQUE,         -- names the open code; sent in clear inside TLS
+            password TEXT NOT NULL,                 -- the SPAKE2 secret; deleted on use, withdrawal or expiry
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            models TEXT                             -- JSON list for the device key, NULL = every model
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE pairing_events (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            code_id INTEGER,                        -- NULL: a nameplate that was not open
+            source TEXT NOT NULL,                   -- the client address (IPv6: its /64)
+            outcome TEXT NOT NULL,                  -- failed | paired | withdrawn
+            device TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX pairing_events_source ON pairing_events(source, ts)")
+    db.execute("CREATE INDEX pairing_events_code ON pairing_events(code_id)")
+
+
+def m005_usage_detail(db: sqlite3.Connection) -> None:
+    """Why a request ended early (backend died, went silent, client stopped reading) and how long it queued."""
+    db.execute("ALTER TABLE usage ADD COLUMN error TEXT")
+    db.execute("ALTER TABLE usage ADD COLUMN queue_ms REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    m001_keys,
+    m002_usage,
+    m003_pairing,
+    m004_pake_pairing,
+    m005_usage_detail,
+]
+
+
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` (and parents) readable by this user only (0700)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):  # not every filesystem has modes
+        folder.chmod(0o700)
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating) the database, switch to WAL and apply pending migrations."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open (creating) the database, switch to WAL and apply pending migrations.
+
+    The database, its WAL and its shared-memory file hold key and pairing material: all three are
+    0600 in a 0700 folder. The file is created 0600 before SQLite opens it, so that the WAL and SHM
+    files SQLite creates next inherit that mode.
+    """
+    private_folder(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA secure_delete=ON")  # deleted pairing passwords are overwritten, not left in free pages
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
     done = {row["name"] for row in db.execute("SELECT name FROM _migrations")}
     for migration in MIGRATIONS:
@@ -79,8 +138,9 @@ def connect(path: Path) -> sqlite3.Connection:
                 db.execute("BEGIN IMMEDIATE")
                 migration(db)
                 db.execute("INSERT INTO _migrations VALUES (?, julianday('now'))", (migration.__name__,))
-    with contextlib.suppress(OSError):  # not every filesystem has modes
-        path.chmod(0o600)
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):  # absent, or a filesystem without modes
+            f.chmod(0o600)
     return db
 
 

@@ -10,11 +10,12 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from homellm.errors import NotFoundError, UsageError
 
 KEY_PREFIX = "hlm_"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -82,7 +83,7 @@ class KeyStore:
         self, name: str, models: list[str] | None = None, admin: bool = False, expires_in: float | None = None
     ) -> tuple[ApiKey, str]:
         """Create a key; the plaintext is returned once and never stored."""
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise UsageError("a key name is 1-64 letters, digits, spaces or . _ @ - (e.g. 'alice-laptop')")
         if models is not None and not [m for m in models if m.strip()]:
             raise UsageError("--models needs at least one model name")
@@ -131,3 +132,54 @@ class KeyStore:
 
     def count_active(self) -> int:
         return sum(1 for k in self.list() if k.active())
+
+
+class KeyCache:
+    """The keys by hash, in memory, for the gateway's hot path.
+
+    It reads the database on its own connection and reloads when ``PRAGMA data_version`` says that
+    another connection (``homellm keys revoke`` in another process, the web app, the usage writer)
+    committed, checking at most every ``interval`` seconds: a revocation takes effect within that
+    interval, across processes, without a query per request.
+    """
+
+    def __init__(self, path: Path, interval: float = 0.25) -> None:
+        from homellm.store.db import connect
+
+        self.db = connect(path)
+        self.interval = interval
+        self._by_hash: dict[str, ApiKey] = {}
+        self._version = -1
+        self._checked = 0.0
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False, force_check: bool = False) -> None:
+        """Reload if the database changed (checked at most every ``interval`` unless ``force_check``)."""
+        now = time.monotonic()
+        if not (force or force_check) and now - self._checked < self.interval:
+            return
+        self._checked = now
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version or force:
+            self._version = version
+            self._by_hash = {r["hash"]: _row(r) for r in self.db.execute("SELECT * FROM keys")}
+
+    def verify(self, presented: str) -> ApiKey | None:
+        """The active key matching ``presented``, else None.
+
+        The lookup is by the SHA-256 of the presented key, so its timing says nothing about any stored key.
+        """
+        self.refresh()
+        digest = hash_key(presented)
+        key = self._by_hash.get(digest)
+        if key is None:  # a key made a moment ago works at once: look again if the database changed
+            self.refresh(force_check=True)
+            key = self._by_hash.get(digest)
+        return key if key is not None and key.active() else None
+
+    def get(self, name: str) -> ApiKey | None:
+        self.refresh()
+        return next((k for k in self._by_hash.values() if k.name == name), None)
+
+    def close(self) -> None:
+        self.db.close()

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import astuple, dataclass
+from pathlib import Path
 from typing import Any
 
 from homellm.errors import UsageError
@@ -27,20 +28,30 @@ class UsageRecord:
     duration_ms: float = 0.0
     cancelled: bool = False
     prompt: str | None = None
+    error: str | None = None
+    queue_ms: float | None = None
 
 
 _INSERT = (
     "INSERT INTO usage (ts, key_name, client_ip, method, route, model, status, prompt_tokens, completion_tokens,"
-    " ttft_ms, duration_ms, cancelled, prompt) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ttft_ms, duration_ms, cancelled, prompt, error, queue_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
 class UsageWriter:
-    """Queues records and commits them in batches from one thread, so requests never wait on SQLite."""
+    """Queues records and commits them in timed batches from one thread, on its own connection.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        self._queue: queue.Queue[UsageRecord | None] = queue.Queue()
+    ``record`` only appends to a queue, so a request never waits on SQLite; the thread commits
+    what arrived every ``interval`` seconds (WAL, ``synchronous=NORMAL``: a killed gateway keeps
+    every committed batch). Keys' last use is updated in the same transaction.
+    """
+
+    def __init__(self, path: Path, interval: float = 0.2) -> None:
+        from homellm.store.db import connect
+
+        self.db = connect(path)
+        self.interval = interval
+        self._queue: queue.SimpleQueue[UsageRecord | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="homellm-usage", daemon=True)
         self._thread.start()
 
@@ -48,29 +59,37 @@ class UsageWriter:
         self._queue.put(rec)
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            batch = [first]
-            while not self._queue.empty() and len(batch) < 500:
-                batch.append(self._queue.get_nowait())
-            records = [r for r in batch if r is not None]
-            if records:
-                last_used: dict[str, float] = {}
-                for r in records:
-                    if r.key_name:
-                        last_used[r.key_name] = max(r.ts, last_used.get(r.key_name, 0.0))
-                with self.db:
-                    self.db.executemany(_INSERT, [astuple(r) for r in records])
-                    # keys' last use, batched here so that requests never wait on a write
-                    self.db.executemany("UPDATE keys SET last_used_at = ? WHERE name = ?",
-                                        [(ts, name) for name, ts in last_used.items()])  # fmt: skip
-            if None in batch:
-                return
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            if batch[0] is not None:
+                time.sleep(self.interval)  # let a batch gather
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            self._write([r for r in batch if r is not None])
+
+    def _write(self, records: list[UsageRecord]) -> None:
+        if not records:
+            return
+        last_used: dict[str, float] = {}
+        for r in records:
+            if r.key_name:
+                last_used[r.key_name] = max(r.ts, last_used.get(r.key_name, 0.0))
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(_INSERT, [astuple(r) for r in records])
+            self.db.executemany("UPDATE keys SET last_used_at = ? WHERE name = ?",
+                                [(ts, name) for name, ts in last_used.items()])  # fmt: skip
 
     def close(self) -> None:
         """Flush everything queued, then stop."""
         self._queue.put(None)
         self._thread.join(timeout=10)
+        self.db.close()
 
 
 _GROUPS = {"key": "COALESCE(key_name, '(none)')", "model": "COALESCE(model, '-')", "day": "date(ts, 'unixepoch')"}

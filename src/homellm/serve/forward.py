@@ -1,0 +1,448 @@
+"""Forwarding a checked request: pass-through when the front speaks the backend's API, translation
+(through ``protocol/``) when it does not, and backend errors re-rendered in the front's shape.
+
+What goes upstream is always the canonical re-encoding of the object the checks read, never the
+client's bytes. Non-streamed requests are watched too: a client that leaves cancels the upstream
+request; on backends that do not stop a non-streamed generation when its connection closes (the
+embedded engine), the gateway streams upstream and assembles the answer itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import ValidationError
+
+from homellm import __version__
+from homellm.errors import GatewayError
+from homellm.i18n import _
+from homellm.protocol import ollama as ow
+from homellm.protocol import translate
+from homellm.serve import relay
+from homellm.serve.backends import JSON_HEADERS, Backend
+from homellm.serve.body import encode, encode_async
+from homellm.serve.checks import ClientGone
+from homellm.serve.policy import Route
+from homellm.serve.request import BytesReply, Ctx, Receive, Reply, json_reply
+from homellm.settings import Settings
+
+if TYPE_CHECKING:
+    import aiohttp
+
+T = TypeVar("T")
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+MODELS_TTL = 10.0
+
+
+class Forwarder:
+    def __init__(self, settings: Settings, backend: Backend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self._models: tuple[float, list[str]] = (-MODELS_TTL, [])
+
+    # ---- what the backend has -----------------------------------------------------------
+
+    async def model_names(self, refresh: bool = False) -> list[str]:
+        import time
+
+        stamp, names = self._models
+        if refresh or time.monotonic() - stamp > MODELS_TTL:
+            names = [m.name for m in await self.backend.models()]
+            self._models = (time.monotonic(), names)
+        return names
+
+    async def check_exists(self, ctx: Ctx) -> None:
+        """OpenAI-style servers may answer for an unknown model with their default one: refuse it here.
+        The message never names models outside the key's allowlist."""
+        if self.backend.kind == "ollama" or ctx.model is None:
+            return
+        if ctx.model not in await self.model_names() and ctx.model not in await self.model_names(refresh=True):
+            assert ctx.key is not None
+            visible = [n for n in await self.model_names() if ctx.key.may_use(n)]
+            raise GatewayError(
+                404,
+                _("model {model!r} not found; you may use: {models}").format(
+                    model=ctx.model, models=", ".join(visible) or _("none")
+                ),
+            )
+
+    # ---- dispatch -----------------------------------------------------------------------
+
+    async def dispatch(self, route: Route, ctx: Ctx, receive: Receive) -> Reply:
+        b = self.backend
+        op = route.op
+        if op == "health":
+            return await self._health(ctx)
+        if op == "version":
+            if b.kind == "ollama":
+                return await self._pass(ctx, receive, None)
+            return json_reply({"version": f"{__version__}-homellm"})
+        if op in ("tags", "ps", "models", "model"):
+            return await self._listing(op, ctx)
+        if op in ("manage", "blob"):
+            if b.kind != "ollama":
+                raise GatewayError(
+                    501,
+                    _("model management needs an Ollama backend; {backend} cannot do it").format(backend=b.describe()),
+                )
+            body = encode(ctx.body) if route.json_body else ctx.raw
+            return await self._pass(ctx, receive, body)
+        assert ctx.body is not None
+        if route.front == "openai" or b.kind == "ollama":
+            return await self._pass_json(route, ctx, receive)
+        return await self._translate(op, ctx, receive)
+
+    # ---- pass-through -------------------------------------------------------------------
+
+    async def _pass_json(self, route: Route, ctx: Ctx, receive: Receive) -> Reply:
+        body = dict(ctx.body or {})
+        streamed = bool(body.get("stream", route.front == "ollama"))
+        if (
+            route.front == "openai"
+            and not streamed
+            and route.op != "openai_embeddings"
+            and not self.backend.stops_on_disconnect
+        ):
+            return await self._openai_collected(route, ctx, receive, body)
+        want_usage = bool(
+            streamed and isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage")
+        )
+        return await self._pass(
+            ctx,
+            receive,
+            await encode_async(body, len(ctx.raw)),
+            want_usage=want_usage,
+            pool_embeddings=route.op == "openai_embeddings",
+        )
+
+    async def _pass(
+        self, ctx: Ctx, receive: Receive, body: bytes | None, want_usage: bool = False, pool_embeddings: bool = False
+    ) -> Reply:
+        """Send the checked request upstream unchanged in meaning (the key is not forwarded) and relay the answer."""
+        headers = JSON_HEADERS if body else None
+        upstream = await self.guarded(ctx, receive, self.backend.open(ctx.method, ctx.path, body, headers))
+        ctype = upstream.headers.get("Content-Type", "")
+        if upstream.status < 400 and ("ndjson" in ctype or "event-stream" in ctype):
+            sse = "event-stream" in ctype
+            records = relay.records(upstream, b"\n\n" if sse else b"\n", self.backend)
+            chunks = relay.sse_passthrough(records, ctx, want_usage) if sse else relay.ndjson_passthrough(records, ctx)
+            return self._relay(chunks, upstream, SSE if sse else NDJSON, ctx)
+        content = await self.guarded(ctx, receive, self.backend.read(upstream))
+        if upstream.status >= 400:
+            raise backend_error(upstream.status, content)
+        if pool_embeddings:
+            content = _pool_openai_embeddings(content)
+        _note_usage(ctx, content)
+        return BytesReply(content, upstream.status, (ctype or "application/json").encode("latin-1"))
+
+    async def _openai_collected(self, route: Route, ctx: Ctx, receive: Receive, body: dict[str, Any]) -> Reply:
+        """A non-streamed OpenAI request, streamed upstream and answered whole (so that leaving stops it)."""
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        whole = translate.OpenAIWhole(chat=route.op == "openai_chat")
+        await self._collect(ctx, receive, encode(body), whole)
+        prompt = ctx.stats.prompt_tokens
+        if whole.usage is None and prompt is None:
+            prompt = await self.backend_prompt_tokens(ctx)
+        result = whole.result(prompt)
+        ctx.stats.prompt_tokens = result["usage"].get("prompt_tokens")
+        ctx.stats.completion_tokens = result["usage"].get("completion_tokens")
+        return json_reply(result)
+
+    async def _collect(
+        self,
+        ctx: Ctx,
+        receive: Receive,
+        payload: bytes,
+        sink: translate.OllamaStream | translate.OpenAIWhole,
+        path: str | None = None,
+    ) -> None:
+        upstream = await self.guarded(ctx, receive, self.backend.open("POST", path or ctx.path, payload, JSON_HEADERS))
+        await self._expect_sse(upstream)
+        records = relay.records(upstream, b"\n\n", self.backend)
+        try:
+            await self.guarded(ctx, receive, relay.collect_openai(records, ctx, sink))
+        except relay.UpstreamError as exc:
+            raise exc.error from None
+        finally:
+            await records.aclose()  # type: ignore[attr-defined]
+
+    async def _expect_sse(self, upstream: aiohttp.ClientResponse) -> None:
+        """A streamed request must be answered with a stream: an error in the front's shape otherwise."""
+        if upstream.status >= 400:
+            raise backend_error(upstream.status, await self.backend.read(upstream))
+        if "event-stream" not in upstream.headers.get("Content-Type", ""):
+            await self.backend.read(upstream)
+            raise GatewayError(502, _("the backend answered a streamed request without streaming"))
+
+    async def backend_prompt_tokens(self, ctx: Ctx) -> int | None:
+        count = getattr(self.backend, "prompt_tokens", None)
+        if count is None or ctx.body is None:
+            return None
+        result: int | None = await count(ctx.body)
+        return result
+
+    def _relay(
+        self, chunks: AsyncIterator[bytes], upstream: aiohttp.ClientResponse, media_type: str, ctx: Ctx
+    ) -> Reply:
+        return relay.Relay(chunks, upstream, media_type, ctx, self.settings.send_timeout_s)
+
+    async def guarded(self, ctx: Ctx, receive: Receive, work: Awaitable[T]) -> T:
+        """``work``, cancelled (and the request recorded as cancelled) if the client leaves meanwhile."""
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()
+            ctx.stats.cancelled = True
+            raise ClientGone from None
+        finally:
+            watcher.cancel()
+
+    # ---- translation: an Ollama client in front of an OpenAI-compatible backend ---------
+
+    async def _translate(self, op: str, ctx: Ctx, receive: Receive) -> Reply:
+        assert ctx.body is not None and ctx.model is not None
+        try:
+            if op == "chat":
+                chat = ow.ChatRequest.model_validate(ctx.body)
+                return await self._completion(
+                    "chat", "/v1/chat/completions", translate.chat_to_openai(chat), chat.stream, ctx, receive
+                )
+            if op == "generate":
+                gen = ow.GenerateRequest.model_validate(ctx.body)
+                if not gen.prompt and not gen.raw:  # Ollama's "load the model" call
+                    return json_reply(
+                        {
+                            "model": gen.model,
+                            "created_at": translate.now_rfc3339(),
+                            "response": "",
+                            "done": True,
+                            "done_reason": "load",
+                        }
+                    )
+                path, payload = translate.generate_to_openai(gen)
+                return await self._completion("generate", path, payload, gen.stream, ctx, receive)
+            if op in ("embed", "embeddings"):
+                req: ow.EmbedRequest | ow.EmbeddingsRequest = (
+                    ow.EmbedRequest.model_validate(ctx.body)
+                    if op == "embed"
+                    else ow.EmbeddingsRequest.model_validate(ctx.body)
+                )
+                return await self._embed(req, op == "embeddings", ctx, receive)
+            if op == "show":
+                return json_reply(await self._show(ctx.model))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise GatewayError(
+                400, _("invalid request: {where}: {msg}").format(where=where, msg=first["msg"])
+            ) from None
+        raise GatewayError(404, _("no such endpoint: {path}").format(path=ctx.path))
+
+    async def _completion(
+        self, kind: str, path: str, payload: dict[str, Any], stream: bool, ctx: Ctx, receive: Receive
+    ) -> Reply:
+        assert ctx.model is not None
+        out = translate.OllamaStream(kind, ctx.model)
+        if not stream:
+            await self._collect(ctx, receive, encode(payload), out, path)
+            await self._fill_prompt_tokens(ctx, out)
+            whole = out.whole()
+            ctx.stats.prompt_tokens = whole.get("prompt_eval_count")
+            ctx.stats.completion_tokens = whole.get("eval_count")
+            return json_reply(whole)
+        upstream = await self.guarded(ctx, receive, self.backend.open("POST", path, encode(payload), JSON_HEADERS))
+        await self._expect_sse(upstream)
+        records = relay.records(upstream, b"\n\n", self.backend)
+        chunks = relay.ndjson_from_openai(records, ctx, out, lambda: self._fill_prompt_tokens(ctx, out))
+        return self._relay(chunks, upstream, NDJSON, ctx)
+
+    async def _fill_prompt_tokens(self, ctx: Ctx, out: translate.OllamaStream) -> None:
+        if not out.usage.get("prompt_tokens"):
+            counted = await self.backend_prompt_tokens(ctx)
+            if counted is not None:
+                out.usage = {**out.usage, "prompt_tokens": counted}
+
+    async def _embed(
+        self, req: ow.EmbedRequest | ow.EmbeddingsRequest, legacy: bool, ctx: Ctx, receive: Receive
+    ) -> Reply:
+        timing = translate.Timing()
+        payload = encode(translate.embed_to_openai(req))
+        upstream = await self.guarded(ctx, receive, self.backend.open("POST", "/v1/embeddings", payload, JSON_HEADERS))
+        content = await self.guarded(ctx, receive, self.backend.read(upstream))
+        if upstream.status >= 400:
+            raise backend_error(upstream.status, content)
+        resp = _json(_pool_openai_embeddings(content))
+        _note_usage(ctx, content)
+        return json_reply(translate.embeddings_to_ollama(resp, req.model, legacy, timing))
+
+    async def _show(self, model: str) -> dict[str, Any]:
+        describe = getattr(self.backend, "show", None)
+        if describe is not None:
+            shown: dict[str, Any] | None = await describe(model)
+            if shown is not None:
+                return shown
+        return _catalog_show(model)
+
+    # ---- listings and health ------------------------------------------------------------
+
+    async def _listing(self, op: str, ctx: Ctx) -> Reply:
+        b = self.backend
+        key = ctx.key
+        assert key is not None
+        if op == "model":
+            names = [n for n in await self.model_names() if key.may_use(n)]
+            if ctx.model not in names:
+                raise GatewayError(404, _("model {model!r} not found").format(model=ctx.model))
+            return json_reply({"id": ctx.model, "object": "model", "created": 0, "owned_by": "homellm"})
+        if op == "ps":
+            loaded = [m for m in await b.loaded() if key.may_use(str(m.get("name", "")))]
+            return json_reply({"models": loaded})
+        if b.kind == "ollama" and op == "tags":
+            data = await b.get_json("/api/tags")
+            data["models"] = [
+                m for m in data.get("models", []) if isinstance(m, dict) and key.may_use(str(m.get("name", "")))
+            ]
+            return json_reply(data)
+        entries = [m for m in await b.models() if key.may_use(m.name)]
+        if op == "models":
+            return json_reply(
+                {
+                    "object": "list",
+                    "data": [{"id": m.name, "object": "model", "created": 0, "owned_by": "homellm"} for m in entries],
+                }
+            )
+        return json_reply(
+            {"models": [translate.tag_entry(m.name, m.size, m.details, m.digest, m.modified_at) for m in entries]}
+        )
+
+    async def _health(self, ctx: Ctx) -> Reply:
+        assert ctx.key is not None
+        try:
+            names = [n for n in await self.model_names(refresh=True) if ctx.key.may_use(n)]
+        except GatewayError as exc:
+            return json_reply({"backend": "down", "detail": str(exc)}, exc.status)
+        describe = (
+            self.backend.describe()
+            if ctx.key.models is None
+            else _("{backend} (models hidden for this key)").format(backend=_(self.backend.label))
+        )
+        return json_reply({"backend": "ok", "describe": describe, "models": len(names)})
+
+
+def backend_error(status: int, content: bytes) -> GatewayError:
+    """A backend's error as the gateway's: client mistakes stay 4xx with a short message, the rest is 502."""
+    message = _short_message(content)
+    if status == 422:
+        status = 400
+    mapped = status if status in (400, 404, 413, 429, 503) else 502
+    return GatewayError(mapped, _("backend: {message}").format(message=message))
+
+
+def _short_message(content: bytes) -> str:
+    """The human part of an error body: Ollama's ``error``, OpenAI's ``error.message``, FastAPI's ``detail``."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        text = content.decode("utf-8", errors="replace").strip()
+        return _printable(text) or _("(no message)")
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail"))
+        if isinstance(err, dict):
+            err = err.get("message") or err.get("type")
+        if isinstance(err, list) and err and isinstance(err[0], dict):  # pydantic/FastAPI validation errors
+            first: dict[str, Any] = err[0]
+            where = ".".join(str(p) for p in first.get("loc", []) if p != "body")
+            msg = str(first.get("msg", ""))
+            err = f"{where}: {msg}" if where else msg
+        if err is not None:
+            return _printable(str(err)) or _("(no message)")
+    return _("(no message)")
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    cleaned = "".join(c if c.isprintable() else " " for c in text[: limit * 2])
+    return cleaned[:limit].strip()
+
+
+def _json(content: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(content)
+    except ValueError:
+        raise GatewayError(502, _("the backend sent invalid JSON")) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _note_usage(ctx: Ctx, content: bytes) -> None:
+    if b'"usage"' not in content and b'"eval_count"' not in content:
+        return
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return
+    if not isinstance(data, dict):
+        return
+    found = data.get("usage")
+    usage: dict[str, Any] = found if isinstance(found, dict) else {}
+    ctx.stats.prompt_tokens = usage.get("prompt_tokens", data.get("prompt_eval_count"))
+    ctx.stats.completion_tokens = usage.get("completion_tokens", data.get("eval_count"))
+
+
+def _pool_openai_embeddings(content: bytes) -> bytes:
+    """Mean-pool per-token embeddings (llama-cpp-python without pooling) into one vector per input."""
+    data = _json(content)
+    changed = False
+    for item in data.get("data", []):
+        vec = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vec, list) and vec and isinstance(vec[0], list):
+            n = len(vec)
+            item["embedding"] = [sum(col) / n for col in zip(*vec, strict=True)]
+            changed = True
+    return json.dumps(data).encode() if changed else content
+
+
+def _catalog_show(model: str) -> dict[str, Any]:
+    """/api/show for a backend that cannot describe its model, from the catalog where homellm knows it."""
+    from homellm.catalog import load_catalog
+    from homellm.errors import NotFoundError
+
+    details: dict[str, Any] = {"format": "gguf", "family": model.split(":")[0]}
+    info: dict[str, Any] = {}
+    try:
+        spec = load_catalog().model(model)
+        details |= {"parameter_size": f"{spec.params_total / 1e9:.1f}B", "quantization_level": spec.default_quant}
+        a = spec.architecture
+        info = {
+            "general.architecture": a.arch,
+            f"{a.arch}.context_length": a.n_ctx_train,
+            f"{a.arch}.embedding_length": a.n_embd,
+            f"{a.arch}.block_count": a.n_layer,
+        }
+    except NotFoundError:
+        pass
+    return {
+        "modelfile": "",
+        "parameters": "",
+        "template": "",
+        "details": details,
+        "model_info": info,
+        "capabilities": ["completion", "embedding"],
+    }
