@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     engine_port: int = Field(0, ge=0, le=65535, description="embedded engine's loopback port (0 = any free one)")
     advertise: bool = Field(True, description="announce the gateway on the LAN with mDNS (_homellm._tcp)")
 
+    # model downloads (homellm pull)
+    ollama_registry: str = Field("https://registry.ollama.ai", description="Ollama registry `homellm pull` uses")
+    hf_endpoint: str = Field(
+        "https://huggingface.co",
+        validation_alias=AliasChoices("HF_ENDPOINT", "HOMELLM_HF_ENDPOINT"),
+        description="Hugging Face endpoint (or mirror) for hf.co/ORG/REPO models",
+    )
+    hf_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("HF_TOKEN"), description="Hugging Face token for gated repos"
+    )
+
     # the other machine's side
     key: SecretStr | None = Field(
         None,

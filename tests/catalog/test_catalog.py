@@ -51,10 +51,33 @@ def test_every_model_layout_adds_up_to_its_published_parameter_count(catalog: Ca
 
 
 def test_every_number_carries_a_source(catalog: Catalog) -> None:
-    records: list[Any] = [*catalog.models, *catalog.gpus, *catalog.ggml_types, *catalog.mixes,
-                          *catalog.measurements, *catalog.builds, *catalog.tiers, *catalog.claims]  # fmt: skip
+    records: list[Any] = [*catalog.models, *catalog.gpus, *catalog.ggml_types, *catalog.mixes, *catalog.measurements,
+                          *catalog.builds, *catalog.references, catalog.size_quality]  # fmt: skip
     records += [b for m in catalog.models for b in m.benchmarks]
+    records += [s for r in catalog.references for s in r.scores]
+    records += [c.judged for c in catalog.claims if c.judged is not None]
     assert all(r.source.strip() for r in records)
+    assert all(m.kld_source.strip() for m in catalog.mixes)
+
+
+def test_catalog_errors_of_issue_12_are_fixed(catalog: Catalog) -> None:
+    assert catalog.model("gemma3n:e4b").architecture.n_vocab == 262400  # both embedding tables are padded
+    assert catalog.gpu("RTX PRO 6000 Blackwell").fp16_tflops == 503.8  # full-rate FP32 accumulate
+    assert catalog.gpu("RTX PRO 5000 Blackwell").fp16_tflops == 258.0
+    assert catalog.gpu("RTX PRO 5000 72GB").vram_gib == 72
+    assert catalog.gpu("RTX 5060 Ti").vram_gib == 16 and catalog.gpu("RTX 5060 Ti 8GB").vram_gib == 8
+    gpt4o = {(s.benchmark, s.score): s for s in catalog.cloud_scores["GPT-4o"]}
+    assert gpt4o[("MMLU-Pro", 72.6)].source.startswith("https://arxiv.org/abs/2406.01574")  # not simple-evals
+    claude = [s for s in catalog.cloud_scores["Claude 3.5 Sonnet"] if s.benchmark == "MMLU"]
+    assert {(s.score, s.setting) for s in claude} == {(88.7, "5-shot"), (90.4, "0-shot CoT")}
+    assert "key_length_mla" in catalog.model("deepseek-r1:671b").notes  # which KV layout the entry assumes
+
+
+def test_quantization_loss_is_measured_and_ordered(catalog: Catalog) -> None:
+    kld = {m.name: m.kld for m in catalog.mixes}
+    assert kld["Q8_0"] < kld["Q6_K"] < kld["Q5_K_M"] < kld["Q4_K_M"] < kld["Q4_0"] < kld["Q3_K_M"] < kld["Q2_K"]
+    assert catalog.mix("INT4").name == "Q4_0" and catalog.mix("INT8").name == "Q8_0"
+    assert 0.1 < catalog.size_quality.nats_per_doubling < 0.15
 
 
 def test_moe_and_mla_models_record_their_structure(catalog: Catalog) -> None:

@@ -96,22 +96,75 @@ def test_corrupt_and_foreign_gguf_files(tmp_path: Path, smollm2: Path) -> None:
 
 
 def test_plan_json_on_a_given_gpu_checks_the_guide(tmp_path: Path) -> None:
-    r = homellm("plan", "--gpu", "RTX 4090", "--json", home=tmp_path)
+    r = homellm("plan", "--gpu", "RTX 5090", "--json", home=tmp_path)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert set(data["recommendations"]) == {"chat", "code", "math", "japanese"}
     best = data["recommendations"]["chat"]["best"]
-    assert best["total_bytes"] < 24 * 1024**3 and best["why"]
+    assert best["total_bytes"] < 32 * 1024**3 and best["why"]
+    assert any("(BF16)" in why for why in best["why"]) and any(
+        "KL divergence" in w or "no loss" in w for w in best["why"]
+    )
     japanese = data["recommendations"]["japanese"]["best"]["model"]
     assert not japanese.startswith(("smollm2", "llama3.2:1b"))
-    wrong = [c for c in data["guide_checks"] if c["verdict"] == "wrong"]
-    assert any("70B" in c["claim"] and "12 GB" in c["detail"] for c in wrong)
+    section = {c["ja"]: c for c in data["guide_checks"] if c["section"] == "RTX 5090（32GB VRAM）推奨構成"}
+    assert section["Llama 3.3 70B（FP16）"]["verdict"] == "wrong" and section["Llama 3.3 70B（FP16）"]["correction"]
+    assert all("RTX 5090" in c["gpus"] for c in data["guide_checks"])
 
 
-def test_plan_reproduces_the_guides_5070_ti_recommendation(tmp_path: Path) -> None:
-    r = homellm("plan", "--gpu", "RTX 5070 Ti", "--use-case", "chat", home=tmp_path)
+@pytest.mark.parametrize("gpu", ["RTX 5070", "RTX 5070 Ti", "RTX 5080", "RTX 5090"])
+def test_plan_shows_that_gpus_section_of_the_guide(gpu: str, tmp_path: Path) -> None:
+    r = homellm("plan", "--gpu", gpu, "--use-case", "chat", home=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "RTX 5070 Ti: Qwen2.5 14B at Q4_K_M" in r.stdout
+    assert f"What the guide claims about {gpu}, recomputed" in r.stdout
+    heading = {"RTX 5070": "RTX 5070（12GB VRAM）推奨構成", "RTX 5090": "RTX 5090（32GB VRAM）推奨構成"}.get(
+        gpu, "RTX 5070 Ti / RTX 5080（16GB VRAM）推奨構成"
+    )
+    assert heading in r.stdout and "fix:" in r.stdout
+
+
+def test_plan_with_only_vram_or_ram_recommends_something(tmp_path: Path) -> None:
+    for args in (["--vram", "8"], ["--vram", "24"], ["--ram", "16"]):
+        r = homellm("plan", *args, "--use-case", "chat", "--json", home=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["recommendations"]["chat"]["best"] is not None, args
+
+
+def test_plan_ranks_by_quantization_loss(tmp_path: Path) -> None:
+    """A 70B at Q2_K (measured KL divergence 0.445) no longer ties a 32B at Q6_K (0.005)."""
+    from homellm.catalog import load_catalog
+    from homellm.plan.advisor import quality
+
+    catalog = load_catalog()
+    q2 = quality(catalog.model("llama3.3:70b"), "Q2_K", "code", catalog)
+    q6 = quality(catalog.model("qwen2.5:32b"), "Q6_K", "code", catalog)
+    assert q6 > q2 + 1
+
+
+def test_fit_refuses_a_context_beyond_training(tmp_path: Path) -> None:
+    r = homellm("fit", "smollm2:135m", "--ctx", "32768", home=tmp_path)
+    assert r.returncode == 2 and "trained on 8,192 tokens" in r.stderr and "--rope-scaling" in r.stderr
+    ok = homellm("fit", "smollm2:135m", "--ctx", "32768", "--rope-scaling", home=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "--rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 8192" in ok.stdout and "YaRN" in ok.stderr
+
+
+def test_fit_exits_non_zero_when_it_does_not_fit(tmp_path: Path) -> None:
+    r = homellm("fit", "llama3.3:70b", "--gpu", "RTX 4090", "--ram", "16", home=tmp_path)
+    assert r.returncode == 1 and "does not fit" in r.stdout
+    data = homellm("fit", "llama3.3:70b", "--gpu", "RTX 4090", "--ram", "16", "--json", home=tmp_path)
+    assert data.returncode == 1 and json.loads(data.stdout)["fits"] is False
+
+
+def test_guide_json_covers_every_claim_with_a_verdict(tmp_path: Path) -> None:
+    r = homellm("guide", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert len(data["claims"]) > 300 and sum(data["summary"].values()) == len(data["claims"])
+    claim = data["claims"][0]
+    assert set(claim) >= {"section", "section_en", "ja", "en", "verdict", "figure", "basis", "correction"}
+    wrong = homellm("guide", "--verdict", "wrong", "--gpu", "RTX 5080", home=tmp_path)
+    assert wrong.returncode == 0 and "RTX 5080 is slower than RTX 4090" in wrong.stdout
 
 
 def test_buy_finds_the_cheapest_card_within_budget(tmp_path: Path) -> None:

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from homellm.catalog import Catalog
+from homellm.catalog.schema import Architecture
 from homellm.engine.buffers import LoadSettings, measure_buffers
 from homellm.plan.fit import resolve_model
 from homellm.plan.gguf_file import read_gguf
 from homellm.plan.layout import tensor_layout
 from homellm.plan.memory import ContextParams, compute_stages, kv_cache_layers, output_buffer_bytes
 from homellm.plan.quantmix import assign_types
-from homellm.testing.ggufs import SAMPLE_ARCHITECTURES, quantize
+from homellm.testing.ggufs import SAMPLE_ARCHITECTURES, quantize, write_gguf
 
 pytestmark = pytest.mark.engine
 MIB = 1024 * 1024
@@ -73,7 +74,7 @@ def test_sample_architecture_buffers_match_llama_cpp(
 
 def test_kv_cache_is_exact_for_sliding_window_and_mla(sample_ggufs: dict[str, Path], catalog: Catalog) -> None:
     # the KV cache is not an estimate: it must match to llama.cpp's printed precision (0.01 MiB)
-    for arch in ("gemma3-swa", "deepseek2-mla"):
+    for arch in ("gemma3-swa", "deepseek2-mla", "deepseek2-mha"):
         params = ContextParams(ctx=16384)
         estimate, actual = _compare(sample_ggufs[arch], params, catalog)["kv"]
         assert abs(estimate - actual) <= 0.01 * MIB, arch
@@ -110,3 +111,27 @@ def test_quant_mix_predicts_every_tensor_type(
     assert not wrong, f"predicted vs llama.cpp: {wrong}"
     estimate = resolve_model(str(sample_ggufs[arch]), None, catalog)
     assert estimate.weights_bytes > quantized.weights_bytes  # F16 source is larger than any quant
+
+
+def test_old_deepseek_files_cache_every_kv_head(sample_ggufs: dict[str, Path], catalog: Catalog) -> None:
+    """A DeepSeek GGUF without key_length_mla caches n_head_kv full K/V heads, not the 576-wide latent."""
+    params = ContextParams(ctx=4096)
+    mha = resolve_model(str(sample_ggufs["deepseek2-mha"]), None, catalog).arch
+    mla = resolve_model(str(sample_ggufs["deepseek2-mla"]), None, catalog).arch
+    assert not mha.is_mla and mha.has_mla_weights and mla.is_mla
+    mha_kv = sum(layer.total for layer in kv_cache_layers(mha, params, catalog))
+    mla_kv = sum(layer.total for layer in kv_cache_layers(mla, params, catalog))
+    assert mha_kv == 4 * 4096 * 8 * (192 + 128) * 2 and mla_kv == 4 * 4096 * 320 * 2
+
+
+@pytest.mark.parametrize("mix", ["Q4_K_M", "Q3_K_M"])
+def test_80_layer_qwen2_gets_llamas_70b_attn_v_bump(smollm2: Path, mix: str, catalog: Catalog, tmp_path: Path) -> None:
+    """llama.cpp types an 80-layer Qwen2 (Qwen2.5-72B) as 70B, so attn_v moves up to Q5_K like Llama 70B."""
+    spec = Architecture(arch="qwen2", n_layer=80, n_embd=256, n_head=4, n_head_kv=1, head_dim_k=64, head_dim_v=64,
+                        n_ff=512, n_vocab=49152, n_ctx_train=4096, attn_bias=True)  # fmt: skip
+    source = write_gguf(spec, tmp_path / "qwen2-80.gguf", smollm2)
+    quantized = read_gguf(quantize(source, tmp_path / f"qwen2-80-{mix}.gguf", mix))
+    predicted = {t.spec.name: t.type.name for t in assign_types(tensor_layout(spec), catalog.mix(mix), spec, catalog)}
+    actual = {t.name: t.type_name for t in quantized.tensors}
+    assert {actual[f"blk.{i}.attn_v.weight"] for i in range(2, 78)} >= {"Q5_K"}
+    assert predicted == actual

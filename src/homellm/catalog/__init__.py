@@ -22,10 +22,12 @@ from homellm.catalog.schema import (
     GgmlType,
     GpuSpec,
     GuideClaim,
+    GuideSection,
     ModelSpec,
     QuantMix,
+    ReferenceModel,
+    SizeQuality,
     SpeedMeasurement,
-    Tier,
 )
 from homellm.errors import CatalogError, NotFoundError
 
@@ -48,11 +50,17 @@ class Catalog:
         self.mixes = _parse(QuantMix, data, "mixes")
         self.measurements = _parse(SpeedMeasurement, data, "measurements")
         self.builds = _parse(Build, data, "builds")
-        self.tiers = _parse(Tier, data, "tiers")
-        self.claims = _parse(GuideClaim, data, "claims")
-        self.cloud_scores = {
-            row["model"]: [BenchmarkScore(**s) for s in row["scores"]] for row in data.get("cloud", [])
+        self.claims = _parse(GuideClaim, data, "guide_claims")
+        self.sections = {s.ja: s for s in _parse(GuideSection, data, "guide_sections")}
+        self.references = _parse(ReferenceModel, data, "reference_models")
+        size_quality = _parse(SizeQuality, data, "size_quality")
+        if len(size_quality) != 1:
+            raise CatalogError("the catalog needs exactly one size_quality record")
+        self.size_quality = size_quality[0]
+        self.cloud_scores: dict[str, list[BenchmarkScore]] = {
+            r.name: list(r.scores) for r in self.references if r.kind == "cloud"
         }
+        self._references = {normalize(k): r for r in self.references for k in (r.name, *r.aliases)}
         self._types = {t.name: t for t in self.ggml_types}
         self._mixes = {normalize(m.name): m for m in self.mixes}
         for m in self.mixes:
@@ -62,7 +70,7 @@ class Catalog:
         self._gpus: dict[str, GpuSpec] = {}
         for g in self.gpus:
             for key in (g.name, *g.aliases):
-                self._gpus[normalize(key)] = g
+                self._gpus.setdefault(normalize(key), g)  # a shared alias names the first (16 GB before 8 GB)
         self._check()
 
     def _check(self) -> None:
@@ -79,13 +87,10 @@ class Catalog:
                 self.gpu(g)
         for meas in self.measurements:
             self.gpu(meas.gpu)
-        for tier in self.tiers:
-            self.model(tier.representative)
-            for g in tier.example_gpus:
-                self.gpu(g)
+        from homellm.catalog.claim_refs import check_claim_references
+
         for claim in self.claims:
-            self.model(claim.model)
-            self.gpu(claim.gpu)
+            check_claim_references(claim, self)
 
     def ggml_type(self, name: str) -> GgmlType:
         try:
@@ -108,6 +113,21 @@ class Catalog:
                 if candidate.id.split(":")[0] == key:
                     return candidate
         raise NotFoundError("model", model_id, self._models)
+
+    def reference(self, name: str) -> ReferenceModel | None:
+        """A reference model (cloud, old or non-existent) by name or alias, if the catalog has one."""
+        return self._references.get(normalize(name))
+
+    def scores(self, name: str) -> tuple[str, list[BenchmarkScore]] | None:
+        """(display name, primary-source scores) of a catalog model id or a reference model."""
+        ref = self.reference(name)
+        if ref is not None:
+            return ref.name, list(ref.scores)
+        try:
+            spec = self.model(name)
+        except NotFoundError:
+            return None
+        return spec.id, list(spec.benchmarks)
 
     def gpu(self, name: str) -> GpuSpec:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,8 +38,16 @@ class Architecture(Strict):
         0, ge=0, description="every n-th layer is global, the rest slide (llama.cpp set_swa_pattern)"
     )
     n_kv_shared_layers: int = Field(0, ge=0, description="last layers that reuse earlier layers' KV (Gemma 3n)")
+    per_layer_embd: int = Field(
+        0, ge=0, description="Gemma 3n per-layer embedding width: a second input table, kept in RAM like token_embd"
+    )
     # multi-head latent attention (DeepSeek)
     kv_lora_rank: int = Field(0, ge=0)
+    mla_cache: bool = Field(
+        True,
+        description="MLA models: the cache holds the compressed latent (GGUFs with key_length_mla, converted "
+        "by llama.cpp since April 2025); False for older GGUFs that cache n_head_kv full K/V heads",
+    )
     q_lora_rank: int = Field(0, ge=0)
     qk_rope_dim: int = Field(0, ge=0)
     qk_nope_dim: int = Field(0, ge=0)
@@ -53,12 +61,18 @@ class Architecture(Strict):
     extra_params: float = Field(
         0,
         ge=0,
-        description="weights outside the standard stack (Gemma 3n per-layer embeddings, AltUp, LAuReL)",
+        description="weights outside the standard stack (Gemma 3n AltUp, LAuReL, per-layer projections)",
     )
 
     @property
-    def is_mla(self) -> bool:
+    def has_mla_weights(self) -> bool:
+        """The attention is DeepSeek's multi-head latent attention (compressed KV projections)."""
         return self.kv_lora_rank > 0
+
+    @property
+    def is_mla(self) -> bool:
+        """The KV cache holds MLA's compressed latent (one 'head' of kv_lora_rank + rope dims, K only)."""
+        return self.kv_lora_rank > 0 and self.mla_cache
 
     @property
     def is_moe(self) -> bool:
@@ -81,15 +95,20 @@ class Architecture(Strict):
     def _consistent(self) -> Architecture:
         if self.n_expert and not (0 < self.n_expert_used <= self.n_expert and self.n_ff_expert):
             raise ValueError("MoE models need 0 < n_expert_used <= n_expert and n_ff_expert")
-        if self.kv_lora_rank and self.head_dim_k != self.kv_lora_rank + self.qk_rope_dim:
+        if self.is_mla and self.head_dim_k != self.kv_lora_rank + self.qk_rope_dim:
             raise ValueError("MLA models cache kv_lora_rank + qk_rope_dim per token (head_dim_k)")
+        if self.has_mla_weights and not self.mla_cache and self.head_dim_k != self.qk_nope_dim + self.qk_rope_dim:
+            raise ValueError("MLA weights with a per-head cache: head_dim_k is qk_nope_dim + qk_rope_dim")
         if self.sliding_window and self.swa_pattern == 1:
             raise ValueError("swa_pattern 1 would make every layer global; use 0 for all-SWA")
         return self
 
 
+Benchmark = Literal["MMLU", "MMLU-Pro", "MMLU-Redux", "HumanEval", "MT-Bench", "GSM8K", "AIME 2025", "SWE-Bench"]
+
+
 class BenchmarkScore(Strict):
-    benchmark: Literal["MMLU", "MMLU-Pro", "HumanEval", "MT-Bench", "GSM8K", "AIME 2025", "SWE-Bench"]
+    benchmark: Benchmark
     score: float
     setting: str = Field("", description="shots / CoT / thinking, as the source states")
     source: str
@@ -108,6 +127,11 @@ class ModelSpec(Strict):
     japanese: JapaneseAbility
     uses: list[UseCase]
     hf_repo: str
+    ollama_quant_tag: str = Field(
+        "", description="the Ollama tag of a quantization, {q} standing for its spelling there (q4_K_M, fp16)"
+    )
+    recommend: bool = Field(True, description="False for reference models `plan` never recommends")
+    published_precision: str = Field("BF16", description="the weights the published benchmark scores were run on")
     source: str
     benchmarks: list[BenchmarkScore] = []
     notes: str = ""
@@ -154,6 +178,8 @@ class QuantMix(Strict):
     """A llama.cpp file type (``llama-quantize`` target) and which tensors get which type."""
 
     name: str
+    kld: float = Field(ge=0, description="mean KL divergence from the 16-bit model, as llama.cpp measures it")
+    kld_source: str
     base: str = Field(description="the type most 2-D weight tensors get")
     output: str = Field(description="type of output.weight (and of tied token embeddings)")
     token_embd: str = Field("", description="type of token_embd.weight when it is not tied; empty = base")
@@ -169,9 +195,10 @@ class GpuSpec(Strict):
     vram_gib: float = Field(gt=0)
     bandwidth_gbs: float = Field(gt=0, description="memory bandwidth, GB/s")
     fp16_tflops: float = Field(gt=0, description="dense FP16 tensor throughput")
+    cuda_cores: int = Field(0, ge=0, description="shader cores as the vendor counts them (0: not recorded)")
     tdp_w: int = Field(gt=0)
-    price_usd: int = Field(gt=0)
-    price_jpy: int = Field(gt=0)
+    price_usd: int | None = Field(None, gt=0, description="None where no list price could be verified")
+    price_jpy: int | None = Field(None, gt=0)
     price_date: date
     price_note: str = Field(description="launch MSRP, street price, ...")
     unified_memory: bool = False
@@ -209,24 +236,222 @@ class Build(Strict):
     source: str
 
 
-class Tier(Strict):
-    """The guide's PC tiers by model size."""
+# ---- the guide's claims ------------------------------------------------------------------------------
+# Each claim of the guide is a record: where it is (section, table row and column), its original Japanese
+# text, an English gloss, and either the checks homellm recomputes or, for statements no formula decides,
+# a judgement with its source. "model@QUANT" names a catalog model at a quantization.
 
-    name: str
-    model_size: str
-    vram_gib: float
-    example_gpus: list[str]
-    guide_claim: str
-    representative: str = Field(description="catalog model id that stands for this size class")
+Verdict = Literal["ok", "wrong", "misleading", "unverifiable"]
+
+
+class Judgement(Strict):
+    verdict: Verdict
+    figure: str = Field("", description="what the sources say instead (or in support)")
+    correction: str = ""
     source: str
+
+
+class Hardware(Strict):
+    """The hardware a claim names: catalog GPUs installed together, or generic cards of a size."""
+
+    gpus: list[str] = []
+    vram_gib: float = Field(0, ge=0, description="a generic card of this size when no GPU is named")
+    cards: int = Field(1, ge=1, description="how many generic cards ('48 GB over several GPUs': 2 x 24)")
+    ram_gib: float = Field(64, gt=0, description="the RAM the claim names (64 GiB when it names none)")
+    either: bool = Field(False, description="the GPUs are alternatives ('RTX 5070 Ti / RTX 5080'), not a set")
+
+
+class NeedsCheck(Strict):
+    """'N GB or more' for a model: is N enough to hold it on the GPU at a 4,096-token context?"""
+
+    kind: Literal["needs"]
+    models: list[str]
+    claimed_gib: float = Field(gt=0)
+
+
+class SizeCheck(Strict):
+    """'About N GB' for a model at a quantization: its weights (the guide adds the KV cache separately)."""
+
+    kind: Literal["size"]
+    model: str
+    claimed_gib: float = Field(gt=0)
+
+
+class RunsCheck(Strict):
+    """A recommendation: do these models run entirely on the named hardware, and how fast?"""
+
+    kind: Literal["runs"]
+    models: list[str]
+    hardware: Hardware
+
+
+class RamCheck(Strict):
+    """'RAM: N GB' for models on the named GPUs: does N hold what does not fit in VRAM?"""
+
+    kind: Literal["ram"]
+    models: list[str]
+    hardware: Hardware
+    claimed_gib: float = Field(gt=0)
+
+
+class QuantFitCheck(Strict):
+    """'Runs with quantization': the best quantization that fits the named hardware, and what it costs."""
+
+    kind: Literal["quant_fit"]
+    model: str
+    hardware: Hardware
+
+
+class MinGpuCheck(Strict):
+    """'RTX 5080 or better' / 'RTX 5090 only': the smallest card of a series that holds each model."""
+
+    kind: Literal["min_gpu"]
+    models: list[str]
+    series: list[str]
+    claimed: str
+    only: bool = False
+
+
+class DecodeCheck(Strict):
+    """A tokens/s figure: single-stream decode ceiling and estimate, and the batched aggregate reading."""
+
+    kind: Literal["decode"]
+    model: str
+    gpu: str
+    claimed_tokens_per_s: float = Field(gt=0)
+
+
+class RelativeCheck(Strict):
+    """'+N% over GPU B': the decode (bandwidth) and prefill (compute) ratios of the two GPUs."""
+
+    kind: Literal["relative"]
+    gpu: str
+    baseline: str
+    claimed_pct: float
+
+
+class SpecCheck(Strict):
+    """A GPU's catalog figure: memory, bandwidth, power, cores or price."""
+
+    kind: Literal["spec"]
+    gpu: str
+    field: Literal["vram_gib", "bandwidth_gbs", "tdp_w", "cuda_cores", "price_usd", "price_jpy"]
+    claimed: float
+    count: int = Field(1, ge=1, description="cards in the claim (memory adds up)")
+
+
+class BenchmarkCheck(Strict):
+    """A benchmark score against the catalog's primary-source scores."""
+
+    kind: Literal["benchmark"]
+    model: str = Field(description="catalog id or reference model name")
+    benchmark: Benchmark
+    claimed: float
+    claimed_text: str = Field("", description="the score as the guide writes it when it is not a percentage")
+
+
+class CompareCheck(Strict):
+    """'A scores above / below / close to B' on a benchmark."""
+
+    kind: Literal["compare"]
+    left: BenchmarkCheck
+    right: BenchmarkCheck
+    relation: Literal["above", "below", "close"]
+
+
+class ParamsCheck(Strict):
+    kind: Literal["params"]
+    model: str
+    total_b: float = Field(gt=0)
+    active_b: float = Field(0, ge=0)
+
+
+class QuantsCheck(Strict):
+    """'Supports Q4_K_M, Q8_0': quantizations published for the model."""
+
+    kind: Literal["quants"]
+    model: str
+    claimed: list[str]
+
+
+class BudgetCheck(Strict):
+    """A build's budget: the catalog's GPU prices plus its platform estimate."""
+
+    kind: Literal["budget"]
+    build: str
+    min_jpy: int = Field(ge=0)
+    max_jpy: int = Field(0, ge=0, description="0: open-ended ('120万円以上')")
+
+
+Check = Annotated[
+    NeedsCheck
+    | SizeCheck
+    | RunsCheck
+    | RamCheck
+    | QuantFitCheck
+    | MinGpuCheck
+    | DecodeCheck
+    | RelativeCheck
+    | SpecCheck
+    | BenchmarkCheck
+    | CompareCheck
+    | ParamsCheck
+    | QuantsCheck
+    | BudgetCheck,
+    Field(discriminator="kind"),
+]
 
 
 class GuideClaim(Strict):
-    """A statement from the guide that ``homellm plan --gpu`` checks against its own computation."""
+    """One claim of the guide: a table cell, a list item, a line or a heading with a figure."""
 
-    gpu: str
-    model: str
-    quant: str
-    claim: str
-    claimed_vram_gib: float = 0
+    id: str
+    section: str = Field(description="the guide's heading above the claim, as written")
+    row: str = Field("", description="a table row's first cell")
+    column: str = Field("", description="a table cell's column header")
+    ja: str = Field(description="the original Japanese text")
+    en: str = Field(description="an English gloss")
+    gpus: list[str] = Field([], description="GPUs the claim is about besides those its checks name")
+    checks: list[Check] = []
+    judged: Judgement | None = None
+    note: str = Field("", description="added to the correction")
+
+    @model_validator(mode="after")
+    def _one_basis(self) -> GuideClaim:
+        if bool(self.checks) == (self.judged is not None):
+            raise ValueError("a claim needs either checks or a judgement, not both")
+        return self
+
+
+class GuideSection(Strict):
+    ja: str
+    en: str
+
+
+class ReferenceModel(Strict):
+    """A model the guide scores that is not in the catalog proper: cloud models, old or non-existent ones."""
+
+    name: str
+    kind: Literal["cloud", "local"]
+    exists: bool = True
+    note: str = ""
+    aliases: list[str] = []
+    scores: list[BenchmarkScore] = []
     source: str
+
+
+class SizeQuality(Strict):
+    """Two sizes of one model family measured by llama.cpp: how much a doubling of parameters is worth."""
+
+    small_params_b: float = Field(gt=0)
+    small_ppl: float = Field(gt=0)
+    large_params_b: float = Field(gt=0)
+    large_ppl: float = Field(gt=0)
+    source: str
+
+    @property
+    def nats_per_doubling(self) -> float:
+        """Drop in mean log-perplexity (nats per token) per doubling of the parameter count."""
+        import math
+
+        return math.log(self.small_ppl / self.large_ppl) / math.log2(self.large_params_b / self.small_params_b)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from homellm.cli.output import GIB, console, gib, print_json
+from homellm.cli.output import GIB, console, err_console, gib, print_json
 
 if TYPE_CHECKING:
     from homellm.catalog import Catalog
     from homellm.hardware.types import HardwareProfile
+    from homellm.models.sources import RemoteFile
     from homellm.plan.advisor import Candidate
     from homellm.plan.fit import FitResult
+    from homellm.plan.guide import ClaimAudit
     from homellm.plan.memory import ContextParams
 
 USE_CASES = ("chat", "code", "math", "japanese")
@@ -36,7 +39,8 @@ def _hardware(catalog: Catalog, gpu: list[str] | None, vram: float | None, ram: 
     from homellm.hardware.detect import apply_overrides, detect_hardware
     from homellm.settings import get_settings
 
-    hw = detect_hardware(get_settings().models_path, catalog)
+    settings = get_settings()
+    hw = detect_hardware(settings.models_path, catalog, settings.home)
     return apply_overrides(hw, catalog, gpu, vram, ram)
 
 
@@ -55,8 +59,12 @@ BENCHMARKS = ("MMLU", "MMLU-Pro", "HumanEval", "MT-Bench", "GSM8K", "AIME 2025",
 def models(
     json_out: bool = JsonOpt,
     scores: bool = typer.Option(False, "--scores", help="Show the published benchmark table, cloud models included."),
+    local: bool = typer.Option(False, "--local", help="List the models downloaded into HOMELLM_HOME/models."),
 ) -> None:
     """List the catalog's models: size, quantizations, Japanese ability and published scores."""
+    if local:
+        _print_local_models(json_out)
+        return
     catalog = _catalog()
     if json_out:
         data: Any = [m.model_dump(mode="json") for m in catalog.models]
@@ -105,8 +113,8 @@ def gpus(json_out: bool = JsonOpt) -> None:
             f"{g.bandwidth_gbs:g}",
             f"{g.fp16_tflops:g}",
             f"{g.tdp_w} W",
-            f"¥{g.price_jpy:,}",
-            f"${g.price_usd:,}",
+            f"¥{g.price_jpy:,}" if g.price_jpy else "-",
+            f"${g.price_usd:,}" if g.price_usd else "-",
             str(g.price_date),
         )
         for g in catalog.gpus
@@ -133,23 +141,46 @@ def fit(
     kv_type: str = typer.Option("f16", "--kv-type", help="KV cache type: f16, q8_0 or q4_0."),
     flash_attn: bool = typer.Option(True, "--flash-attn/--no-flash-attn", help="Flash attention (llama-server -fa)."),
     parallel: int = typer.Option(1, "--parallel", "-np", help="Parallel sequences (llama-server -np)."),
+    rope_scaling: bool = typer.Option(
+        False, "--rope-scaling", help="Allow a context beyond the model's training with YaRN RoPE scaling."
+    ),
     gpu: list[str] | None = GpuOpt,
     vram: float | None = VramOpt,
     ram: float | None = RamOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Will MODEL fit here? Memory per buffer and device, speed, and the commands to run it."""
-    from homellm.plan.fit import fit_model, resolve_model
+    """Will MODEL fit here? Memory per buffer and device, speed, and the commands to run it.
+
+    Exits with status 1 when it does not fit.
+    """
+    from dataclasses import replace
+
+    from homellm.errors import UsageError
+    from homellm.i18n import _
+    from homellm.plan.fit import context_problem, fit_model, resolve_model
 
     catalog = _catalog()
     params = _params(ctx, kv_type, flash_attn, parallel)
     resolved = resolve_model(model, quant, catalog)
+    problem = context_problem(resolved, params)
+    if problem and not rope_scaling:
+        raise UsageError(problem)
+    if problem:
+        params = replace(params, yarn_orig_ctx=resolved.arch.n_ctx_train)
     hw = _hardware(catalog, gpu, vram, ram)
     result = fit_model(resolved, params, hw, catalog)
     if json_out:
         print_json(result.to_json())
-        return
-    _print_fit(result)
+    else:
+        if problem:
+            err_console.print(
+                _("[yellow]warning:[/] {model} was trained on {n:,} tokens; beyond that it runs with YaRN RoPE "
+                  "scaling and answers degrade").format(model=resolved.label, n=resolved.arch.n_ctx_train),
+                soft_wrap=True,
+            )  # fmt: skip
+        _print_fit(result)
+    if not result.fits:
+        raise typer.Exit(1)
 
 
 def _print_fit(r: FitResult) -> None:
@@ -247,20 +278,34 @@ def plan(
     gpu: list[str] | None = GpuOpt,
     vram: float | None = VramOpt,
     ram: float | None = RamOpt,
+    measure: bool = typer.Option(
+        False,
+        "--measure",
+        help="Measure this machine's CPU speed first (llama.cpp run or bandwidth probe) and cache it.",
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
-    """What should I run? The best model x quantization per use on this (or the given) hardware."""
+    """What should I run? The best model x quantization per use on this (or the given) hardware.
+
+    With a catalog GPU (--gpu or detected) it also shows what the Japanese guide claims about that GPU,
+    recomputed (all the claims: homellm guide).
+    """
     from homellm.errors import UsageError
-    from homellm.plan.advisor import HEADROOM, advise, check_claims
+    from homellm.i18n import _
+    from homellm.plan.advisor import HEADROOM, advise
 
     uses = USE_CASES if use_case is None else (use_case.lower(),)
     if any(u not in USE_CASES for u in uses):
-        raise UsageError(f"unknown use case {use_case!r}; use one of {', '.join(USE_CASES)}")
+        raise UsageError(
+            _("unknown use case {use!r}; use one of {uses}").format(use=use_case, uses=", ".join(USE_CASES))
+        )
     catalog = _catalog()
     params = _params(ctx, kv_type, True, 1)
+    if measure:
+        _measure(catalog, quiet=json_out)
     hw = _hardware(catalog, gpu, vram, ram)
     advice = [advise(hw, u, params, catalog) for u in uses]  # type: ignore[arg-type]
-    claims = check_claims(hw, params, catalog)
+    audits = _guide_claims_about(hw, catalog)
     if json_out:
         print_json(
             {
@@ -270,10 +315,11 @@ def plan(
                     a.use_case: {
                         "best": _candidate_json(a.best) if a.best else None,
                         "runners_up": [_candidate_json(c) for c in a.runners_up],
+                        "trained_on_less_context": a.short_context,
                     }
                     for a in advice
                 },
-                "guide_checks": [asdict(c) for c in claims],
+                "guide_checks": [a.to_json() for a in audits],
             }
         )
         return
@@ -282,22 +328,124 @@ def plan(
         console.print(f"\n[bold underline]{a.use_case}[/]")
         if a.best is None:
             console.print(
-                "  nothing in the catalog fits with headroom at a usable speed; try a smaller --ctx or `homellm buy`"
+                _("  nothing in the catalog fits with headroom at a usable speed; try a smaller --ctx or `homellm buy`")
             )
-            continue
-        for rank, c in enumerate([a.best, *a.runners_up]):
+        for rank, c in enumerate([a.best, *a.runners_up] if a.best else []):
             head = "[bold green]best[/]  " if rank == 0 else "      "
             console.print(
                 f"  {head}[bold]{c.spec.id}[/] {c.fit.model.quant}  {gib(c.fit.total_bytes)}  — {'; '.join(c.reasons)}"
             )
-    if claims:
-        console.print("\n[bold]The guide's recommendations for this GPU, recomputed[/]")
-        for claim in claims:
-            color = {"ok": "green", "tight": "yellow", "wrong": "red"}[claim.verdict]
-            console.print(f"  [{color}]{claim.verdict:>5}[/]  {claim.claim}: {claim.detail}")
+        if a.short_context:
+            console.print(
+                _("  [dim]not considered, trained on fewer than {ctx:,} tokens (they would need RoPE scaling): "
+                  "{models}[/]").format(ctx=params.ctx, models=", ".join(a.short_context)),
+                soft_wrap=True,
+            )  # fmt: skip
+    if audits:
+        names = ", ".join(dict.fromkeys(g.catalog_name for g in hw.gpus if g.catalog_name))
+        console.print(_("\n[bold]What the guide claims about {gpus}, recomputed[/] (all claims: homellm guide)").format(
+            gpus=names))  # fmt: skip
+        _print_audits(audits)
     console.print(
-        f"\n[dim]At {params.n_ctx:,} tokens of context, keeping {HEADROOM:.0%} of memory free. "
-        "Details: homellm fit MODEL -q QUANT[/]"
+        _("\n[dim]At {ctx:,} tokens of context, keeping {headroom:.0%} of memory free. Scores are published for the "
+          "BF16 weights; the loss of each quantization is llama.cpp's measured KL divergence. "
+          "Details: homellm fit MODEL -q QUANT[/]").format(ctx=params.n_ctx, headroom=HEADROOM),
+        soft_wrap=True,
+    )  # fmt: skip
+
+
+def _measure(catalog: Catalog, quiet: bool) -> None:
+    from homellm.hardware.cpu import detect_cpu
+    from homellm.i18n import _
+    from homellm.plan.calibrate import calibrate, engine_installed
+    from homellm.settings import get_settings
+
+    settings = get_settings()
+    out = err_console if quiet else console
+    how = _("a short llama.cpp run and a memory probe") if engine_installed() else _("a memory bandwidth probe")
+    out.print(_("measuring this machine ({how}) ...").format(how=how))
+    result = calibrate(settings.home, settings.models_path, detect_cpu(), catalog)
+    out.print(
+        _("memory bandwidth {bw:.1f} GB/s; {reference}; saved to {path}").format(
+            bw=result.bandwidth_gbs, reference=result.reference, path=settings.home / "calibration.json"
+        ),
+        soft_wrap=True,
+    )
+
+
+def _guide_claims_about(hw: HardwareProfile, catalog: Catalog) -> list[ClaimAudit]:
+    from homellm.plan.guide import audit_guide
+
+    seen: dict[str, ClaimAudit] = {}
+    for name in dict.fromkeys(g.catalog_name for g in hw.gpus if g.catalog_name):
+        for a in audit_guide(catalog, name):
+            seen.setdefault(a.claim.id, a)
+    return list(seen.values())
+
+
+VERDICT_STYLE = {"ok": "green", "wrong": "red", "misleading": "yellow", "unverifiable": "cyan"}
+
+
+def _print_audits(audits: Sequence[ClaimAudit]) -> None:
+    """Claims grouped by the guide's section: verdict, the original text, the gloss, the figure, the fix."""
+    from rich.markup import escape
+
+    from homellm.i18n import _
+
+    section = None
+    for a in audits:
+        c = a.claim
+        if c.section != section:
+            section = c.section
+            english = f"  [dim]{escape(a.section_en)}[/]" if a.section_en else ""
+            console.print(f"\n[bold]{escape(c.section)}[/]{english}", soft_wrap=True)
+        where = " / ".join(x for x in (c.row, c.column) if x)
+        text = escape(c.ja.replace("\n", " ⏎ "))
+        style = VERDICT_STYLE[a.verdict]
+        console.print(f"  [{style}]{a.verdict:>12}[/]  " + (f"[dim]{escape(where)}:[/] " if where else "") + text,
+                      soft_wrap=True)  # fmt: skip
+        console.print(f"{'':16}[dim]{escape(c.en)}[/]", soft_wrap=True)
+        if a.figure:
+            console.print(f"{'':16}{escape(a.figure)}", soft_wrap=True)
+        if a.correction:
+            console.print(f"{'':16}[{style}]{escape(_('fix:'))}[/] {escape(a.correction)}", soft_wrap=True)
+        if a.basis:
+            console.print(f"{'':16}[dim]{escape(_('source:'))} {escape(a.basis)}[/]", soft_wrap=True)
+
+
+def guide(
+    gpu: str | None = typer.Option(None, "--gpu", help="Only the claims about this catalog GPU."),
+    verdict: str | None = typer.Option(None, "--verdict", help="Only claims with this verdict."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Every claim of the Japanese local-LLM guide (December 2025), recomputed or checked against sources.
+
+    Each claim shows the guide's section, the original Japanese, an English gloss, a verdict (ok, wrong,
+    misleading, unverifiable), the recomputed figure with its source or formula, and a correction.
+    """
+    from homellm.errors import UsageError
+    from homellm.i18n import _
+    from homellm.plan.guide import VERDICTS, audit_guide, summary
+
+    if verdict is not None and verdict not in VERDICTS:
+        raise UsageError(_("unknown verdict {v!r}; use one of {all}").format(v=verdict, all=", ".join(VERDICTS)))
+    catalog = _catalog()
+    audits = [a for a in audit_guide(catalog, gpu) if verdict is None or a.verdict == verdict]
+    counts = summary(audits)
+    if json_out:
+        print_json({"claims": [a.to_json() for a in audits], "summary": counts})
+        return
+    console.print(
+        _("[bold]The Japanese local-LLM guide (December 2025), claim by claim[/]: memory at a 4,096-token context on "
+          "the hardware each claim names; tokens/s against one stream and the batched total; benchmarks against "
+          "primary sources."), soft_wrap=True,
+    )  # fmt: skip
+    _print_audits(audits)
+    console.print(
+        "\n"
+        + _("{n} claims: {ok} ok, {wrong} wrong, {misleading} misleading, {unverifiable} unverifiable").format(
+            n=len(audits), **counts
+        )
     )
 
 
@@ -365,12 +513,153 @@ def buy(
     console.print("[dim]Prices are reference points (see `homellm gpus` for their dates); speeds are estimates.[/]")
 
 
+def _models_dir() -> Path:
+    from homellm.settings import get_settings
+
+    return get_settings().models_path
+
+
+def _print_local_models(json_out: bool) -> None:
+    from homellm.i18n import _
+    from homellm.models.store import ModelStore
+
+    store = ModelStore(_models_dir())
+    found = store.listing()
+    if json_out:
+        print_json([{**asdict(m), "path": str(store.path(m))} for m in found])
+        return
+    if not found:
+        console.print(_("no models in {folder}; get one with: homellm pull qwen2.5:7b").format(folder=store.folder))
+        return
+    rows = [(m.name, m.quant or "-", gib(m.size), m.source, str(store.path(m))) for m in found]
+    _print_table(_("Models in {folder}").format(folder=store.folder), ("name", "quant", "size>", "from", "file"), rows)
+
+
+class _DownloadBar:
+    """Rich progress: size, speed and time left (homellm.models.transfer.Progress); shown once bytes flow."""
+
+    def __init__(self, label: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )  # fmt: skip
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=console)  # fmt: skip
+        self.task = self.bar.add_task(label, total=None)
+        self.shown = False
+
+    def start(self, total: int, completed: int) -> None:
+        if not self.shown:
+            self.bar.start()
+            self.shown = True
+        self.bar.update(self.task, total=total, completed=completed)
+
+    def advance(self, n: int) -> None:
+        self.bar.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.shown:
+            self.bar.stop()
+            self.shown = False
+
+
+def pull_model(
+    model: str, force: bool = False, gpu: list[str] | None = None, vram: float | None = None, ram: float | None = None
+) -> Path:
+    """Download MODEL with a progress bar (used by `pull`, `up MODEL` and `serve --model MODEL`)."""
+    from urllib.parse import urlsplit
+
+    from homellm.i18n import _
+    from homellm.models.pull import Registries, pull
+    from homellm.settings import get_settings
+
+    settings = get_settings()
+    catalog = _catalog()
+    hw = None if force else _hardware(catalog, gpu, vram, ram)
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    registries = Registries(settings.ollama_registry, settings.hf_endpoint, token)
+    bar = _DownloadBar(model)
+
+    def located(remote: RemoteFile, resumed: int) -> None:
+        line = _("{name}: {size} from {host}").format(
+            name=remote.ref.name, size=gib(remote.size), host=urlsplit(remote.url).netloc
+        )
+        if resumed:
+            line += _(", resuming at {have}").format(have=gib(resumed))
+        console.print(line, soft_wrap=True)
+
+    try:
+        result = pull(model, catalog=catalog, models_dir=settings.models_path, registries=registries, hardware=hw,
+                      force=force, progress=bar, on_located=located)  # fmt: skip
+    except KeyboardInterrupt:
+        bar.close()
+        err_console.print(_("interrupted: the partial download is kept; run the same command to resume"))
+        raise typer.Exit(130) from None
+    finally:
+        bar.close()
+    path = settings.models_path / result.model.file
+    if result.remote is None:
+        console.print(
+            _("{name} is already downloaded: {path}").format(name=result.model.name, path=path), soft_wrap=True
+        )
+        return path
+    console.print(
+        _("{name} ({quant}, {size}) saved to {path}; sha256 verified").format(
+            name=result.model.name, quant=result.model.quant or "?", size=gib(result.model.size), path=path
+        ),
+        soft_wrap=True,
+    )
+    if result.fit is not None:
+        fit = result.fit
+        speed = f", ~{fit.decode_tokens_per_s:.0f} tok/s" if fit.decode_tokens_per_s else ""
+        console.print(_("fits this machine: {used} at {ctx:,} tokens of context{speed}").format(
+            used=gib(fit.total_bytes), ctx=fit.params.n_ctx, speed=speed), soft_wrap=True)  # fmt: skip
+    return path
+
+
+def pull(
+    model: str = typer.Argument(
+        ..., help="A catalog id (qwen2.5:14b), id:QUANT (qwen2.5:14b:Q6_K), an Ollama tag, or hf.co/ORG/REPO[:QUANT]."
+    ),
+    force: bool = typer.Option(False, "--force", help="Download even when the disk or the fit check says no."),
+    gpu: list[str] | None = GpuOpt,
+    vram: float | None = VramOpt,
+    ram: float | None = RamOpt,
+) -> None:
+    """Download a model for the embedded engine into HOMELLM_HOME/models (resumable, sha256-verified).
+
+    From Ollama's registry by default (catalog ids are Ollama tags), or from Hugging Face with
+    hf.co/ORG/REPO:QUANT (HF_ENDPOINT and HF_TOKEN are honoured). Checks the free disk and that the
+    model fits this machine first; Ctrl-C keeps what was downloaded for the next run.
+    """
+    pull_model(model, force, gpu, vram, ram)
+
+
+def rm(model: str = typer.Argument(..., help="A name from `homellm models --local`.")) -> None:
+    """Delete a downloaded model from HOMELLM_HOME/models."""
+    from homellm.i18n import _
+    from homellm.models.store import ModelStore
+
+    store = ModelStore(_models_dir())
+    removed = store.remove(model)
+    console.print(_("removed {name} ({size}, {path})").format(name=removed.name, size=gib(removed.size),
+                                                              path=store.path(removed)), soft_wrap=True)  # fmt: skip
+
+
 def register(app: typer.Typer) -> None:
     app.command("models")(models)
     app.command("gpus")(gpus)
     app.command("fit")(fit)
     app.command("plan")(plan)
     app.command("buy")(buy)
+    app.command("guide")(guide)
+    app.command("pull")(pull)
+    app.command("rm")(rm)
 
 
 __all__ = ["register"]

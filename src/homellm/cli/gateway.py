@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from homellm.store.keys import KeyStore
 
 BackendOpt = typer.Option(None, "--backend", help="URL of Ollama or an OpenAI-compatible server.")
-ModelOpt = typer.Option(None, "--model", help="A GGUF file for the embedded engine.")
+ModelOpt = typer.Option(
+    None, "--model", help="A GGUF file for the embedded engine, or a model name (qwen2.5:7b) to pull when missing."
+)
+YesOpt = typer.Option(False, "--yes", "-y", help="Download a missing model without asking.")
 ModelsDirOpt = typer.Option(None, "--models-dir", help="A folder of GGUF files for the embedded engine.")
 PortOpt = typer.Option(None, "--port", help="Port (default 11435).")
 TlsOpt = typer.Option(None, "--tls/--no-tls", help="HTTPS (default: on unless bound to loopback).")
@@ -157,9 +160,32 @@ def _banner(plan: Plan, key: str | None, key_file: Path | None = None) -> None:
     say("\n" + _("Ctrl-C stops the gateway."), style="dim", soft_wrap=True)
 
 
+def _model_file(model: str, yes: bool) -> Path:
+    """MODEL as a GGUF path: a file, a model already pulled, or one pulled now (after asking)."""
+    import sys
+
+    from homellm.catalog import load_catalog
+    from homellm.cli.advisor import pull_model
+    from homellm.errors import UsageError
+    from homellm.i18n import _
+    from homellm.models.resolve import gguf_path_for
+    from homellm.settings import get_settings
+
+    def confirm(question: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError(_("{model} is not downloaded and there is no terminal to ask: run `homellm pull {model}` "
+                               "first, or pass --yes").format(model=model))  # fmt: skip
+        return typer.confirm(question, default=False)
+
+    return gguf_path_for(model, catalog=load_catalog(), models_dir=get_settings().models_path, confirm=confirm,
+                         pull=pull_model)  # fmt: skip
+
+
 def serve(
     backend: str | None = BackendOpt,
-    model: Path | None = ModelOpt,
+    model: str | None = ModelOpt,
     models_dir: Path | None = ModelsDirOpt,
     host: str | None = typer.Option(None, "--host", help="Bind address (default 127.0.0.1; 0.0.0.0 for the LAN)."),
     port: int | None = PortOpt,
@@ -168,6 +194,7 @@ def serve(
     tls_key: Path | None = KeyOpt,
     config: Path | None = ConfigOpt,
     insecure: bool | None = InsecureOpt,
+    yes: bool = YesOpt,
 ) -> None:
     """Run the gateway in front of a backend (Ollama, llama-server, vLLM, LM Studio or the embedded engine)."""
     from homellm.errors import UsageError
@@ -176,13 +203,18 @@ def serve(
 
     if sum(x is not None for x in (backend, model, models_dir)) > 1:
         raise UsageError("give only one of --backend, --model and --models-dir")
-    settings = load_settings(config, backend=backend, model=model, host=host, port=port, tls=tls,
+    model_file = _model_file(model, yes) if model is not None else None
+    settings = load_settings(config, backend=backend, model=model_file, host=host, port=port, tls=tls,
                              tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)  # fmt: skip
     models = find_ggufs(models_dir) if models_dir else None
     _start(settings, models)
 
 
 def up(
+    model: str | None = typer.Argument(
+        None, help="Serve this model with the embedded engine: a .gguf file or a name to pull (qwen2.5:7b)."
+    ),
+    yes: bool = YesOpt,
     demo: bool = typer.Option(False, "--demo", help="Serve the small SmolLM2-135M model with the embedded engine."),
     port: int | None = PortOpt,
     host: str | None = typer.Option(None, "--host", help="Bind address (default 0.0.0.0: the whole LAN)."),
@@ -198,7 +230,9 @@ def up(
     _check_port(base)
     models: list[Path] | None = None
     backend: str | None = None
-    if demo:
+    if model is not None:
+        models = [_model_file(model, yes)]
+    elif demo:
         from homellm.engine.demo import demo_model
 
         models = [demo_model(base.models_path)]

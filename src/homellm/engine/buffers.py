@@ -45,6 +45,7 @@ class LoadSettings:
     parallel: int = 1
     swa_full: bool = False
     kv_unified: bool = False
+    yarn_orig_ctx: int = 0  # > 0: YaRN RoPE scaling from this trained context (--rope-scaling yarn)
 
 
 @dataclass
@@ -113,6 +114,10 @@ def _child(model_path: str, settings: LoadSettings) -> None:  # pragma: no cover
     ctx_params.type_v = _KV_TYPES[settings.kv_type]
     ctx_params.swa_full = settings.swa_full
     ctx_params.kv_unified = settings.kv_unified
+    if settings.yarn_orig_ctx:
+        ctx_params.rope_scaling_type = llama_cpp.LLAMA_ROPE_SCALING_TYPE_YARN
+        ctx_params.yarn_orig_ctx = settings.yarn_orig_ctx
+        ctx_params.rope_freq_scale = settings.yarn_orig_ctx / settings.ctx
     ctx = llama_cpp.llama_init_from_model(model, ctx_params)
     if not ctx:
         print(json.dumps({"error": "llama.cpp could not create a context", "log": "".join(chunks)[-2000:]}))

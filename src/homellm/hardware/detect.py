@@ -59,8 +59,11 @@ def _disk_free(path: Path) -> int | None:
     return None
 
 
-def detect_hardware(models_dir: Path, catalog: Catalog) -> HardwareProfile:
-    """Probe this machine. Every probe degrades to 'not found' rather than failing."""
+def detect_hardware(models_dir: Path, catalog: Catalog, home: Path | None = None) -> HardwareProfile:
+    """Probe this machine. Every probe degrades to 'not found' rather than failing.
+
+    With ``home``, a CPU calibration measured there on this CPU (``homellm plan --measure``) is attached.
+    """
     import psutil
 
     from homellm.hardware.apple import detect_apple
@@ -87,9 +90,12 @@ def detect_hardware(models_dir: Path, catalog: Catalog) -> HardwareProfile:
         if m.catalog_name is None:
             notes.append(f"{gpu.name} is not in the catalog: speed estimates for it are unavailable")
         matched.append(m)
+    from homellm.hardware.calibration import load_calibration
+
     return HardwareProfile(
         gpus=tuple(matched),
         cpu=cpu,
+        cpu_calibration=load_calibration(home, cpu) if home is not None else None,
         ram_bytes=ram,
         ram_available_bytes=available,
         disk_free_bytes=_disk_free(models_dir),

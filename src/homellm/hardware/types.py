@@ -35,6 +35,25 @@ class CpuInfo:
 
 
 @dataclass(frozen=True)
+class CpuCalibration:
+    """This machine's CPU inference speed, measured by ``homellm plan --measure``.
+
+    Decode time per token on the CPU = ``overhead_s_per_layer`` x layers + bytes read / ``bandwidth_gbs``;
+    prefill = ``flops`` per second. ``method`` says how it was measured.
+    """
+
+    bandwidth_gbs: float  # memory read bandwidth, all cores (the probe)
+    overhead_s_per_layer: float  # what llama.cpp spends per layer and token beyond reading memory
+    flops: float | None  # effective prefill FLOP/s of llama.cpp (None: not measured)
+    method: str  # "llama.cpp" (a real run) or "probe" (memory bandwidth only)
+    decode_threads: int
+    prefill_threads: int
+    cpu_model: str
+    measured_at: str
+    reference: str = ""  # what llama.cpp ran: model, decode and prefill tokens/s
+
+
+@dataclass(frozen=True)
 class HardwareProfile:
     gpus: tuple[GpuDevice, ...]
     cpu: CpuInfo
@@ -44,6 +63,7 @@ class HardwareProfile:
     models_dir: str
     os: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    cpu_calibration: CpuCalibration | None = None
 
     @property
     def unified_memory(self) -> bool:

@@ -84,6 +84,8 @@ def shop(
     """Every single GPU and identical pair that runs ``model`` fully on the GPU(s), cheapest first."""
     options = []
     for spec in catalog.gpus:
+        if spec.price_jpy is None or spec.price_usd is None:
+            continue  # no verified list price to compare
         for count in (1, 2):
             if count == 2 and spec.unified_memory:
                 continue

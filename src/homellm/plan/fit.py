@@ -8,17 +8,23 @@ speed from the bytes each device reads per token (:mod:`homellm.plan.speed`).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from homellm.catalog import Catalog
 from homellm.catalog.schema import Architecture, ModelSpec
 from homellm.errors import UsageError
 from homellm.hardware.types import GIB, GpuDevice, HardwareProfile
+from homellm.i18n import _
 from homellm.plan import memory as mem
 from homellm.plan.layout import tensor_layout
 from homellm.plan.quantmix import assign_types
+
+if TYPE_CHECKING:
+    from homellm.plan.gguf_file import GGUFModel
 
 MIB = 1024 * 1024
 # Stated overheads (not buffers llama.cpp reports): the CUDA/ROCm context, cuBLAS
@@ -30,6 +36,8 @@ HOST_OVERHEAD = 256 * MIB
 OS_RESERVE = 2 * GIB
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
+# Tables llama.cpp assigns to the input layer (kept in RAM, read one row per token)
+INPUT_TENSORS = frozenset({"token_embd.weight", "per_layer_token_embd.weight"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,14 @@ def _layer_of(name: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def from_gguf(g: GGUFModel, label: str | None = None) -> ResolvedModel:
+    """A model as its GGUF header describes it (the file's own tensors, types and head counts)."""
+    tensors = tuple(
+        WeightTensor(t.name, _layer_of(t.name), t.n_bytes, len(t.shape) == 3 and "_exps" in t.name) for t in g.tensors
+    )
+    return ResolvedModel(label or g.name, g.file_type, g.architecture, tensors, path=g.path)
+
+
 def resolve_model(model: str, quant: str | None, catalog: Catalog) -> ResolvedModel:
     """A catalog id (``qwen2.5:14b``) or a path to a ``.gguf`` file."""
     if model.lower().endswith(".gguf") or "/" in model or "\\" in model:
@@ -68,17 +84,28 @@ def resolve_model(model: str, quant: str | None, catalog: Catalog) -> ResolvedMo
 
         if quant:
             raise UsageError("--quant applies to catalog models; a .gguf file already has its quantization")
-        g = read_gguf(Path(model).expanduser())
-        tensors = tuple(
-            WeightTensor(t.name, _layer_of(t.name), t.n_bytes, len(t.shape) == 3 and "_exps" in t.name)
-            for t in g.tensors
-        )
-        return ResolvedModel(g.name, g.file_type, g.architecture, tensors, path=g.path)
+        return from_gguf(read_gguf(Path(model).expanduser()))
     spec = catalog.model(model)
     mix = catalog.mix(quant or spec.default_quant)
     typed = assign_types(tensor_layout(spec.architecture), mix, spec.architecture, catalog)
     tensors = tuple(WeightTensor(t.spec.name, t.spec.layer, t.n_bytes, t.spec.is_expert) for t in typed)
     return ResolvedModel(spec.id, mix.name, spec.architecture, tensors, spec=spec)
+
+
+def context_problem(model: ResolvedModel, params: mem.ContextParams) -> str | None:
+    """Why llama.cpp would need RoPE scaling for this context, or None when the model was trained for it."""
+    trained = model.arch.n_ctx_train
+    if params.ctx <= trained or params.yarn_orig_ctx:
+        return None
+    return _(
+        "{model} was trained on {trained:,} tokens; --ctx {ctx} needs RoPE scaling (llama-server --rope-scaling "
+        "yarn --rope-scale {scale:g} --yarn-orig-ctx {trained}), which degrades its answers. Use --ctx {trained} or "
+        "less, or add --rope-scaling to plan it anyway"
+    ).format(model=model.label, trained=trained, ctx=params.ctx, scale=rope_scale(model, params))
+
+
+def rope_scale(model: ResolvedModel, params: mem.ContextParams) -> float:
+    return math.ceil(params.ctx / model.arch.n_ctx_train * 100) / 100
 
 
 @dataclass
@@ -213,9 +240,9 @@ def _place(
     for il, d in enumerate(layer_dev):
         dev(d).layers.append(il)
     for t in model.tensors:
-        if t.name == "token_embd.weight":
+        if t.name in INPUT_TENSORS:
             cpu.weights_bytes += t.n_bytes  # the input layer always stays on the CPU (one row read per token)
-            if arch.tied_embeddings:
+            if arch.tied_embeddings and t.name == "token_embd.weight":
                 if out_dev >= 0:
                     devices[out_dev].weights_bytes += t.n_bytes  # duplicated for the output layer
                 dev(out_dev).active_weight_bytes += t.n_bytes
@@ -261,16 +288,28 @@ def fit_model(
     kv_layers = mem.kv_cache_layers(arch, params, catalog)
     stages = mem.compute_stages(arch, params, kv_layers)
     output_buf = mem.output_buffer_bytes(arch, params)
-    max_ngl = arch.n_layer + 1 if hw.gpus else 0
-    candidates = [gpu_layers] if gpu_layers is not None else list(range(max_ngl, -1, -1))
-    chosen = None
-    for ngl in candidates:
-        devices, output_on_gpu = _place(model, params, hw, kv_layers, stages, output_buf, ngl)
-        chosen = (ngl, devices, output_on_gpu)
-        if all(d.fits for d in devices if d.kind == "gpu"):
-            break
-    assert chosen is not None
-    ngl, devices, output_on_gpu = chosen
+
+    def place(ngl: int) -> tuple[list[DeviceUse], bool]:
+        return _place(model, params, hw, kv_layers, stages, output_buf, ngl)
+
+    def gpus_fit(devices: list[DeviceUse]) -> bool:
+        return all(d.fits for d in devices if d.kind == "gpu")
+
+    if gpu_layers is not None:
+        ngl = gpu_layers
+        devices, output_on_gpu = place(ngl)
+    else:
+        # GPU memory grows with every offloaded layer: search for the most layers that fit
+        # (-ngl 0 always fits; the GPUs then hold nothing)
+        lo, hi = 0, arch.n_layer + 1 if hw.gpus else 0
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if gpus_fit(place(mid)[0]):
+                lo = mid
+            else:
+                hi = mid - 1
+        ngl = lo
+        devices, output_on_gpu = place(ngl)
     from homellm.plan.speed import estimate_speed
 
     decode, prefill, notes = estimate_speed(model, params, hw, devices, catalog)

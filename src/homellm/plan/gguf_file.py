@@ -133,7 +133,13 @@ def _architecture(fields: dict[str, Any], tensors: list[FileTensor], n_tokens: i
         vocab = embd.shape[1] if embd else 0
     kv_lora = int(get("attention.kv_lora_rank", 0) or 0)
     key_mla = int(get("attention.key_length_mla", 0) or 0)
+    value_mla = int(get("attention.value_length_mla", 0) or 0)
     rope_dim = int(get("rope.dimension_count", 0) or 0)
+    # llama.cpp caches MLA's latent only when the file has the *_mla lengths (converted since April 2025);
+    # older DeepSeek GGUFs cache n_head_kv full heads of key_length / value_length (much larger)
+    mla_cache = bool(kv_lora and key_mla and value_mla)
+    if kv_lora and not mla_cache:
+        key_mla, value_mla = head_dim_k, head_dim_v
     try:
         return Architecture(
             arch=arch,
@@ -152,11 +158,13 @@ def _architecture(fields: dict[str, Any], tensors: list[FileTensor], n_tokens: i
             sliding_window=sliding_window,
             swa_pattern=swa_pattern,
             n_kv_shared_layers=int(get("attention.shared_kv_layers", 0) or 0),
+            per_layer_embd=int(get("embedding_length_per_layer_input", 0) or 0),
             kv_lora_rank=kv_lora,
+            mla_cache=mla_cache or not kv_lora,
             q_lora_rank=int(get("attention.q_lora_rank", 0) or 0),
             qk_rope_dim=rope_dim if kv_lora else 0,
             qk_nope_dim=(key_mla - rope_dim) if kv_lora and key_mla else 0,
-            v_head_dim_mla=int(get("attention.value_length_mla", 0) or 0),
+            v_head_dim_mla=value_mla if kv_lora else 0,
             n_expert=int(get("expert_count", 0) or 0),
             n_expert_used=int(get("expert_used_count", 0) or 0),
             n_ff_expert=int(get("expert_feed_forward_length", 0) or 0),

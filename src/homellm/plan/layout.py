@@ -35,7 +35,7 @@ def _blk(il: int, name: str, *shape: int) -> TensorSpec:
 
 def _attention(a: Architecture, il: int) -> list[TensorSpec]:
     q_dim, k_dim, v_dim = a.n_head * a.head_dim_k, a.n_head_kv * a.head_dim_k, a.n_head_kv * a.head_dim_v
-    if a.is_mla:
+    if a.has_mla_weights:
         out = [_blk(il, "attn_kv_a_norm.weight", a.kv_lora_rank)]
         if a.q_lora_rank:
             out += [
@@ -45,13 +45,15 @@ def _attention(a: Architecture, il: int) -> list[TensorSpec]:
             ]
         else:
             out.append(_blk(il, "attn_q.weight", a.n_embd, a.n_head * (a.qk_nope_dim + a.qk_rope_dim)))
-        return [
-            *out,
-            _blk(il, "attn_kv_a_mqa.weight", a.n_embd, a.kv_lora_rank + a.qk_rope_dim),
-            _blk(il, "attn_k_b.weight", a.qk_nope_dim, a.kv_lora_rank, a.n_head),
-            _blk(il, "attn_v_b.weight", a.kv_lora_rank, a.v_head_dim_mla, a.n_head),
-            _blk(il, "attn_output.weight", a.n_head * a.v_head_dim_mla, a.n_embd),
-        ]
+        out.append(_blk(il, "attn_kv_a_mqa.weight", a.n_embd, a.kv_lora_rank + a.qk_rope_dim))
+        if a.mla_cache:  # split k_b/v_b: the absorbed MLA path
+            out += [
+                _blk(il, "attn_k_b.weight", a.qk_nope_dim, a.kv_lora_rank, a.n_head),
+                _blk(il, "attn_v_b.weight", a.kv_lora_rank, a.v_head_dim_mla, a.n_head),
+            ]
+        else:  # older GGUFs: one kv_b that decompresses K and V for every head (llama.cpp's MHA path)
+            out.append(_blk(il, "attn_kv_b.weight", a.kv_lora_rank, a.n_head * (a.qk_nope_dim + a.v_head_dim_mla)))
+        return [*out, _blk(il, "attn_output.weight", a.n_head * a.v_head_dim_mla, a.n_embd)]
     if a.arch == "phi3":
         return [
             _blk(il, "attn_qkv.weight", a.n_embd, q_dim + k_dim + v_dim),
@@ -130,8 +132,10 @@ def tensor_layout(a: Architecture) -> list[TensorSpec]:
     tensors.append(TensorSpec("output_norm.weight", (a.n_embd,)))
     if not a.tied_embeddings:
         tensors.append(TensorSpec("output.weight", (a.n_embd, a.n_vocab)))
+    if a.per_layer_embd:
+        tensors.append(TensorSpec("per_layer_token_embd.weight", (a.n_layer * a.per_layer_embd, a.n_vocab)))
     if a.extra_params:
-        # Parameters outside the standard stack (Gemma 3n's per-layer embeddings, AltUp, LAuReL),
+        # Parameters outside the standard stack (Gemma 3n's AltUp, LAuReL and per-layer projections),
         # sized in one lump; they quantize like the other 2-D weights.
         tensors.append(TensorSpec("extra.weight", (256, int(a.extra_params) // 256)))
     return tensors

@@ -39,6 +39,7 @@ class ContextParams:
     parallel: int = 1
     swa_full: bool = False
     kv_unified: bool = False
+    yarn_orig_ctx: int = 0  # > 0: the context is stretched beyond training with YaRN RoPE scaling
 
     @property
     def n_ctx(self) -> int:

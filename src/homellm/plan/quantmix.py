@@ -125,9 +125,20 @@ def _choose(t: TensorSpec, category: str, i: int, n: int, mix: QuantMix, arch: A
             break
     else:
         chosen = mix.base
-    if category == "attn_v" and arch.arch == "llama" and arch.n_layer == 80 and chosen in ("Q3_K", "Q4_K"):
+    if category == "attn_v" and is_type_70b(arch) and chosen in ("Q3_K", "Q4_K"):
         chosen = "Q5_K"  # llama-quant: "In the 70B model we have 8 heads sharing the same attn_v weights"
     return chosen
+
+
+# Layer counts llama.cpp's load_hparams maps to LLM_TYPE_70B, per architecture (src/models/*.cpp);
+# llama-quant bumps attn_v for that model type. Llama with as many KV heads as heads is "65B" instead.
+_TYPE_70B_LAYERS = {"llama": 80, "qwen2": 80, "deci": 80, "olmo": 80, "jais2": 68}
+
+
+def is_type_70b(arch: Architecture) -> bool:
+    if _TYPE_70B_LAYERS.get(arch.arch) != arch.n_layer:
+        return False
+    return arch.arch != "llama" or arch.n_head != arch.n_head_kv
 
 
 def _fallback(name: str, row: int, catalog: Catalog) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from homellm.plan.fit import FitResult
+from homellm.i18n import _
+from homellm.plan.fit import FitResult, rope_scale
 
 
 def ollama_commands(r: FitResult) -> list[str]:
@@ -27,6 +28,9 @@ def ollama_commands(r: FitResult) -> list[str]:
     lines.append(" ".join(env) + " ollama serve")
     if not r.fully_offloaded and r.hardware.gpus:
         lines.append(f'# partial offload: add "options": {{"num_gpu": {r.gpu_layers}}} to API requests')
+    if p.yarn_orig_ctx:
+        lines.append(_("# beyond {n:,} tokens Ollama uses the model's own RoPE settings; llama-server below stretches "
+                       "them with YaRN").format(n=p.yarn_orig_ctx))  # fmt: skip
     return lines
 
 
@@ -35,6 +39,9 @@ def llama_server_command(r: FitResult) -> str:
     model = str(r.model.path) if r.model.path else f"{r.model.label.replace(':', '-')}-{r.model.quant}.gguf"
     parts = ["llama-server", "-m", model, "-c", str(p.ctx), "-ngl", str(r.gpu_layers)]
     parts += ["-fa", "on" if p.flash_attn else "off"]
+    if p.yarn_orig_ctx:
+        parts += ["--rope-scaling", "yarn", "--rope-scale", f"{rope_scale(r.model, p):g}"]
+        parts += ["--yarn-orig-ctx", str(p.yarn_orig_ctx)]
     if p.kv_type != "f16":
         parts += ["-ctk", p.kv_type, "-ctv", p.kv_type]
     if p.parallel > 1:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from homellm.catalog import Catalog
 from homellm.hardware.types import GIB, HardwareProfile
+from homellm.i18n import _
 from homellm.plan.memory import ContextParams
 
 if TYPE_CHECKING:
@@ -46,6 +47,24 @@ def calibration(catalog: Catalog) -> dict[str, tuple[float, float]]:
         tg.append(tg_eff)
         pp.append(pp_eff)
     return {v: (statistics.median(tg), statistics.median(pp)) for v, (tg, pp) in by_vendor.items()}
+
+
+def _cpu_basis(hw: HardwareProfile) -> str:
+    measured = hw.cpu_calibration
+    if measured is None:
+        return _(
+            "CPU speed assumes a typical desktop ({bw:g} GB/s of RAM bandwidth); `homellm plan --measure` measures "
+            "this machine"
+        ).format(bw=DEFAULT_CPU_BANDWIDTH_GBS)
+    if measured.method == "probe":
+        return _("CPU speed uses this machine's measured memory bandwidth ({bw:.1f} GB/s, {date})").format(
+            bw=measured.bandwidth_gbs, date=measured.measured_at[:10]
+        )
+    return _(
+        "CPU speed calibrated on this machine ({date}): {bw:.1f} GB/s measured, {ms:.3f} ms per layer and token, "
+        "from {reference}"
+    ).format(date=measured.measured_at[:10], bw=measured.bandwidth_gbs, ms=measured.overhead_s_per_layer * 1e3,
+             reference=measured.reference)  # fmt: skip
 
 
 def active_params(model: ResolvedModel) -> float:
@@ -87,8 +106,15 @@ def estimate_speed(
             decode_s += read / (g.bandwidth_gbs * 1e9 * tg_eff)
             prefill_s += flops / (g.fp16_tflops * 1e12 * pp_eff)
         else:
-            decode_s += read / (DEFAULT_CPU_BANDWIDTH_GBS * 1e9 * CPU_DECODE_EFFICIENCY)
-            cpu_s = flops / (max(hw.cpu.cores, 1) * CPU_TFLOPS_PER_CORE * 1e12)
+            measured = hw.cpu_calibration
+            if measured is not None:
+                decode_s += read / (measured.bandwidth_gbs * 1e9) + measured.overhead_s_per_layer * len(d.layers)
+            else:
+                decode_s += read / (DEFAULT_CPU_BANDWIDTH_GBS * 1e9 * CPU_DECODE_EFFICIENCY)
+            if measured is not None and measured.flops:
+                cpu_s = flops / measured.flops
+            else:
+                cpu_s = flops / (max(hw.cpu.cores, 1) * CPU_TFLOPS_PER_CORE * 1e12)
             fastest = max((g for g in hw.gpus if g.fp16_tflops), key=lambda g: g.fp16_tflops or 0, default=None)
             if fastest is not None and fastest.fp16_tflops:
                 streamed = d.active_weight_bytes / (PCIE_GBS * 1e9) / params.n_ubatch
@@ -103,5 +129,7 @@ def estimate_speed(
                 )
     if decode_s <= 0:
         return None, None, notes
-    notes.append(f"decode speed is at a full {params.ctx:,}-token context; short chats run faster")
+    notes.append(_("decode speed is at a full {ctx:,}-token context; short chats run faster").format(ctx=params.ctx))
+    if any(d.kind == "cpu" and d.layers for d in devices):
+        notes.append(_cpu_basis(hw))
     return 1.0 / decode_s, 1.0 / prefill_s, notes

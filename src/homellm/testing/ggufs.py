@@ -74,7 +74,7 @@ def write_gguf(arch: Architecture, path: Path, tokenizer_from: Path, dtype: str 
     writer.add_value_length(arch.head_dim_v)
     writer.add_layer_norm_rms_eps(1e-6)
     writer.add_rope_freq_base(10000.0)
-    writer.add_rope_dimension_count(arch.qk_rope_dim if arch.is_mla else arch.head_dim_k)
+    writer.add_rope_dimension_count(arch.qk_rope_dim if arch.has_mla_weights else arch.head_dim_k)
     if arch.sliding_window:
         writer.add_sliding_window(arch.sliding_window)
         if arch.swa_pattern:
@@ -87,12 +87,13 @@ def write_gguf(arch: Architecture, path: Path, tokenizer_from: Path, dtype: str 
             writer.add_expert_shared_count(arch.n_expert_shared)
         if arch.n_dense_lead:
             writer.add_leading_dense_block_count(arch.n_dense_lead)
-    if arch.is_mla:
+    if arch.has_mla_weights:
         writer.add_kv_lora_rank(arch.kv_lora_rank)
         if arch.q_lora_rank:
             writer.add_q_lora_rank(arch.q_lora_rank)
-        writer.add_key_length_mla(arch.qk_nope_dim + arch.qk_rope_dim)
-        writer.add_value_length_mla(arch.v_head_dim_mla)
+        if arch.mla_cache:  # older files lack these keys, and llama.cpp then caches full K/V heads
+            writer.add_key_length_mla(arch.qk_nope_dim + arch.qk_rope_dim)
+            writer.add_value_length_mla(arch.v_head_dim_mla)
         writer.add_expert_weights_scale(1.0)
     n_vocab = _copy_tokenizer(writer, tokenizer_from)
     if n_vocab != arch.n_vocab:
@@ -137,6 +138,13 @@ SAMPLE_ARCHITECTURES: dict[str, Architecture] = {
         arch="deepseek2", n_layer=4, n_embd=512, n_head=8, n_head_kv=1, head_dim_k=320, head_dim_v=256,
         n_ff=1024, n_vocab=_V, n_ctx_train=16384, kv_lora_rank=256, q_lora_rank=384, qk_rope_dim=64,
         qk_nope_dim=128, v_head_dim_mla=128, n_expert=8, n_expert_used=2, n_ff_expert=256,
+        n_expert_shared=1, n_dense_lead=1,
+    ),
+    # the same model as converted before llama.cpp's MLA change: n_head K/V heads of 192/128 in the cache
+    "deepseek2-mha": Architecture(
+        arch="deepseek2", n_layer=4, n_embd=512, n_head=8, n_head_kv=8, head_dim_k=192, head_dim_v=128,
+        n_ff=1024, n_vocab=_V, n_ctx_train=16384, kv_lora_rank=256, mla_cache=False, q_lora_rank=384,
+        qk_rope_dim=64, qk_nope_dim=128, v_head_dim_mla=128, n_expert=8, n_expert_used=2, n_ff_expert=256,
         n_expert_shared=1, n_dense_lead=1,
     ),
 }  # fmt: skip
