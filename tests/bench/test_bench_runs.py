@@ -8,8 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from starlette.applications import Starlette
@@ -18,6 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from tests.conftest import EngineGateway, Keys
 
+from homellm.bench import speed
 from homellm.bench.speed import SpeedConfig, run_speed
 from homellm.bench.target import Target
 from homellm.connect.profiles import Profile, ProfileStore
@@ -27,63 +32,120 @@ from homellm.testing.fake_backend import serve_in_thread
 EXE = str(Path(sys.executable).with_name("homellm"))
 
 
-def scripted_app() -> Starlette:
-    """Ollama-style: prompt tokens = 10 + words; a stream sends an empty chunk at 0.1 s, then 5 tokens
-    at 0.3, 0.35, 0.40, 0.45 and 0.50 s, and reports eval_count 5 over eval_duration 0.2 s."""
+class SteppedClock:
+    """The benchmark's clock (``time.perf_counter`` in bench/speed.py), moved by the scripted server.
 
-    async def chat(request: Request) -> Response:
-        body = await request.json()
-        words = len(body["messages"][-1]["content"].split())
-        if not body.get("stream", True):
-            return JSONResponse({"message": {"role": "assistant", "content": "x"}, "done": True,
-                                 "prompt_eval_count": 10 + words, "eval_count": 1})  # fmt: skip
+    Before each chunk the server sets the time the chunk is "sent" at; after a content chunk it waits
+    until the client has read the clock for it. Every timestamp the client records is then exactly the
+    scripted one, however busy the machine is.
+    """
 
-        async def gen() -> AsyncIterator[bytes]:
-            await asyncio.sleep(0.1)
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.reads = 0
+        self._changed = threading.Condition()
+
+    def perf_counter(self) -> float:
+        with self._changed:
+            self.reads += 1
+            self._changed.notify_all()
+            return self.now
+
+    def set(self, now: float) -> int:
+        """Move to ``now``; returns how many reads there have been so far."""
+        with self._changed:
+            self.now = now
+            return self.reads
+
+    def wait_for_read(self, after: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.reads > after, timeout=30)
+
+
+@dataclass
+class Scripted:
+    """Ollama-style: prompt tokens = 10 + words. A stream sends an empty chunk at 0.1 s, then 5 tokens at
+    0.3, 0.35, 0.40, 0.45 and 0.50 s, ends at 0.55 s and reports eval_count 5 over eval_duration 0.2 s.
+
+    With a ``clock`` those times are the clock's; without one the stream does not wait at all, and (after
+    the first, the warm-up) holds each stream until another one is in flight (``peak`` counts them)."""
+
+    clock: SteppedClock | None = None
+    streams: int = 0
+    in_flight: int = 0
+    peak: int = 0
+
+    def app(self) -> Starlette:
+        async def chat(request: Request) -> Response:
+            body = await request.json()
+            words = len(body["messages"][-1]["content"].split())
+            if not body.get("stream", True):
+                return JSONResponse({"message": {"role": "assistant", "content": "x"}, "done": True,
+                                     "prompt_eval_count": 10 + words, "eval_count": 1})  # fmt: skip
+            self.streams += 1
+            return StreamingResponse(self._stream(10 + words, warm_up=self.streams == 1),
+                                     media_type="application/x-ndjson")  # fmt: skip
+
+        async def version(request: Request) -> Response:
+            return JSONResponse({"version": "0.12.0"})
+
+        return Starlette(routes=[Route("/api/chat", chat, methods=["POST"]), Route("/api/version", version)])
+
+    async def _stream(self, prompt_tokens: int, warm_up: bool) -> AsyncIterator[bytes]:
+        clock = self.clock
+        start = clock.now if clock else 0.0  # the client read its start time before sending
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            if clock is None and not warm_up:
+                deadline = time.monotonic() + 30
+                while self.peak < 2 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+            if clock:
+                clock.set(start + 0.1)
             yield b'{"message":{"role":"assistant","content":""},"done":false}\n'
-            await asyncio.sleep(0.2)
-            for i in range(5):
-                if i:
-                    await asyncio.sleep(0.05)
+            for i, at in enumerate((0.3, 0.35, 0.40, 0.45, 0.50)):
+                reads = clock.set(start + at) if clock else 0
                 yield json.dumps({"message": {"role": "assistant", "content": f"t{i}"}, "done": False}).encode() + b"\n"
-            yield (
-                json.dumps(
-                    {
-                        "message": {"role": "assistant", "content": ""},
-                        "done": True,
-                        "eval_count": 5,
-                        "eval_duration": 200_000_000,
-                        "prompt_eval_count": 10 + words,
-                    }
-                ).encode()
-                + b"\n"
-            )
-
-        return StreamingResponse(gen(), media_type="application/x-ndjson")
-
-    async def version(request: Request) -> Response:
-        return JSONResponse({"version": "0.12.0"})
-
-    return Starlette(routes=[Route("/api/chat", chat, methods=["POST"]), Route("/api/version", version)])
+                if clock:
+                    await asyncio.to_thread(clock.wait_for_read, reads)
+            if clock:
+                clock.set(start + 0.55)
+            done = {"message": {"role": "assistant", "content": ""}, "done": True, "eval_count": 5,
+                    "eval_duration": 200_000_000, "prompt_eval_count": prompt_tokens}  # fmt: skip
+            yield json.dumps(done).encode() + b"\n"
+        finally:
+            self.in_flight -= 1
 
 
-def test_metrics_come_out_as_computed_by_hand() -> None:
-    with serve_in_thread(scripted_app()) as url:
+def test_metrics_come_out_as_computed_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = SteppedClock()
+    monkeypatch.setattr(speed, "time", SimpleNamespace(perf_counter=clock.perf_counter, time=time.time))
+    with serve_in_thread(Scripted(clock).app()) as url:
         t = Target(url, label="scripted", api="ollama", server="scripted")
-        run = asyncio.run(
-            run_speed(t, SpeedConfig("m", [1, 2], prompt_tokens=60, max_tokens=5, requests=4), lambda: None)
-        )
+        run = asyncio.run(run_speed(t, SpeedConfig("m", [1], prompt_tokens=60, max_tokens=5, requests=4), lambda: None))
     assert run.calibrated_prompt_tokens == 60  # calibrated on the server's own count
-    one = run.levels[0]
+    (one,) = run.levels
     assert one.requests == 4 and one.errors == 0
-    assert 0.29 <= (one.ttft.p50 or 0) <= 0.40  # the empty chunk at 0.1 s does not count
-    assert 0.049 <= (one.itl.p50 or 0) <= 0.075
-    assert 0.049 <= (one.tpot.p50 or 0) <= 0.075  # (0.50 - 0.30) / (5 - 1)
+    assert one.ttft.p50 == pytest.approx(0.3) and one.ttft.p99 == pytest.approx(0.3)  # the empty chunk does not count
+    assert one.itl.p50 == pytest.approx(0.05) and one.itl.p99 == pytest.approx(0.05)
+    assert one.tpot.p50 == pytest.approx(0.05)  # (0.50 - 0.30) / (5 - 1)
+    assert one.e2e.p50 == pytest.approx(0.55)
     assert one.decode_server.p50 == pytest.approx(25.0)  # 5 tokens / 0.2 s, as the server reports
-    assert 13 <= (one.decode_client.p50 or 0) <= 20.5  # 4 tokens / 0.2 s at best
+    assert one.decode_client.p50 == pytest.approx(20.0)  # 4 tokens / 0.2 s
+    assert one.wall_s == pytest.approx(4 * 0.55)  # four requests one after the other; the warm-up is not counted
+    assert one.requests_per_s == pytest.approx(4 / 2.2) and one.output_tokens_per_s == pytest.approx(20 / 2.2)
     assert one.prompt_tokens == 60 and one.server_counted_tokens
-    two = run.levels[1]
-    assert two.errors == 0 and two.requests_per_s > one.requests_per_s  # the scripted server runs them in parallel
+
+
+def test_a_concurrency_level_runs_its_requests_at_once() -> None:
+    scripted = Scripted()
+    with serve_in_thread(scripted.app()) as url:
+        t = Target(url, label="scripted", api="ollama", server="scripted")
+        run = asyncio.run(run_speed(t, SpeedConfig("m", [2], prompt_tokens=60, max_tokens=5, requests=2), lambda: None))
+    (two,) = run.levels
+    assert two.requests == 2 and two.errors == 0
+    assert scripted.peak == 2  # both streams were open at the same time
 
 
 @pytest.fixture(scope="module")

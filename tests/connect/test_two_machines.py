@@ -1,5 +1,6 @@
 """The README walkthrough on two machines: network namespaces joined by a veth pair stand in for
-the GPU PC and the laptop (loopback, with the reason printed, where namespaces cannot be made).
+the GPU PC and the laptop. Where namespaces cannot be made (no root) it runs over loopback and says
+why, without discovery; in CI (``CI`` set, running as root) that is a failure, not a fallback.
 
 GPU PC: ``homellm up --demo``; laptop: ``discover``, ``connect --code``, ``ping``, ``run``, ``chat``,
 ``bridge`` and the official ollama client through the bridge; then the failure cases.
@@ -21,9 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from homellm.protocol.pairing import parse_code
+from homellm.store.pairing import MAX_FAILURES_PER_CODE_AND_SOURCE
+from homellm.testing.fake_backend import free_port
+
 pytestmark = pytest.mark.engine
 EXE = str(Path(sys.executable).with_name("homellm"))
-PORT = 11435
+# free ports, not Ollama's 11434 or homellm's 11435: the loopback fallback shares this machine's ports
+PORT, CLOSED_PORT, BRIDGE_PORT = free_port(), free_port(), free_port()
 
 
 @dataclass
@@ -61,6 +67,8 @@ def _netns_possible() -> str | None:
 def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Host]]:
     root = tmp_path_factory.mktemp("two-machines")
     reason = _netns_possible()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"network namespaces are required in CI, to test discovery between two hosts: {reason}")
     if reason:
         print(f"\n[two machines] network namespaces unavailable ({reason}); running over loopback instead")
         yield Host(None, "127.0.0.1", root / "server"), Host(None, "127.0.0.1", root / "laptop")
@@ -161,16 +169,16 @@ def test_walkthrough(machines: tuple[Host, Host], gpu_pc: tuple[Host, str]) -> N
     assert [m["role"] for m in saved["messages"]] == ["system", "user", "assistant", "user", "assistant"]
     assert saved["messages"][3]["content"] == "Two lines\nof input"
     # 4. env and the bridge with the official ollama client
-    env = laptop.homellm("env", "--shell", "fish").stdout
-    assert 'set -gx OLLAMA_HOST "http://127.0.0.1:11434"' in env and "OPENAI_API_KEY" in env
-    bridge = laptop.popen(EXE, "bridge", "--port", "11434")
+    env = laptop.homellm("env", "--shell", "fish", "--port", str(BRIDGE_PORT)).stdout
+    assert f'set -gx OLLAMA_HOST "http://127.0.0.1:{BRIDGE_PORT}"' in env and "OPENAI_API_KEY" in env
+    bridge = laptop.popen(EXE, "bridge", "--port", str(BRIDGE_PORT))
     try:
         client_code = (
             "import ollama, time\n"
             "for _ in range(100):\n"
-            "    try:\n        ollama.Client(host='http://127.0.0.1:11434').list(); break\n"
+            f"    try:\n        ollama.Client(host='http://127.0.0.1:{BRIDGE_PORT}').list(); break\n"
             "    except Exception: time.sleep(0.2)\n"
-            "c = ollama.Client(host='http://127.0.0.1:11434')\n"
+            f"c = ollama.Client(host='http://127.0.0.1:{BRIDGE_PORT}')\n"
             "parts = list(c.chat(model='smollm2:135m', messages=[{'role': 'user', 'content': 'hi'}], stream=True,"
             " options={'num_predict': 5}))\n"
             "print('STREAMED', len(parts), parts[-1].done)\n"
@@ -180,8 +188,8 @@ def test_walkthrough(machines: tuple[Host, Host], gpu_pc: tuple[Host, str]) -> N
         assert "STREAMED" in r.stdout and "True" in r.stdout, r.stdout + r.stderr
         assert "MODELS ['smollm2:135m']" in r.stdout
         # a second bridge on the same port says what to do
-        busy = laptop.homellm("bridge", "--port", "11434")
-        assert busy.returncode == 2 and "port 11434 is in use" in busy.stderr and "--port" in busy.stderr
+        busy = laptop.homellm("bridge", "--port", str(BRIDGE_PORT))
+        assert busy.returncode == 2 and f"port {BRIDGE_PORT} is in use" in busy.stderr and "--port" in busy.stderr
     finally:
         bridge.terminate()
         bridge.wait(20)
@@ -199,7 +207,7 @@ def test_failures_are_diagnosed(machines: tuple[Host, Host], gpu_pc: tuple[Host,
         (laptop.home / "profiles.json").write_text(json.dumps(data))
 
     # a closed port
-    with_profile(url=f"https://{server.ip}:{PORT + 1}")
+    with_profile(url=f"https://{server.ip}:{CLOSED_PORT}")
     ping = laptop.homellm("ping", "pc")
     assert ping.returncode == 1 and "FAIL TCP connection" in ping.stdout and "not running there" in ping.stdout
     # a wrong key
@@ -248,13 +256,18 @@ def test_expired_code_and_guessing_are_refused(machines: tuple[Host, Host], gpu_
     r = laptop.homellm("connect", f"{server.ip}:{PORT}", "--code", code)
     assert r.returncode == 2 and "wrong, used or expired" in r.stderr
     fresh = json.loads(server.homellm("pair", "--json", "--no-wait").stdout)["code"]
-    wrong = fresh[:5] + ("2222" if fresh[5:] != "2222" else "3333")
-    for _ in range(5):
+    wrong = fresh[:5] + ("2222" if fresh[5:] != "2222" else "3333")  # the right nameplate, a wrong password
+    for _ in range(MAX_FAILURES_PER_CODE_AND_SOURCE):  # each one is a full SPAKE2 attempt that fails
         r = laptop.homellm("connect", f"{server.ip}:{PORT}", "--code", wrong)
         assert r.returncode == 3 and "is relaying the connection" in r.stderr
+    # the cap: now even the right code is refused from this address, before any key exchange
     r = laptop.homellm("connect", f"{server.ip}:{PORT}", "--code", fresh)
     assert r.returncode == 2 and "too many wrong attempts at this code from your address" in r.stderr
     with sqlite3.connect(server.home / "homellm.db") as db:
+        nameplate = parse_code(fresh).nameplate
+        (code_id,) = db.execute("SELECT id FROM pairing_codes WHERE nameplate = ?", (nameplate,)).fetchone()
+        outcomes = [row[0] for row in db.execute("SELECT outcome FROM pairing_events WHERE code_id = ?", (code_id,))]
+        assert outcomes == ["failed"] * MAX_FAILURES_PER_CODE_AND_SOURCE  # counted once each; nothing paired
         db.execute("DELETE FROM pairing_events")
 
 

@@ -4,6 +4,7 @@ output formats are parsed from captures."""
 
 from __future__ import annotations
 
+import os
 import plistlib
 import shutil
 import subprocess
@@ -140,28 +141,27 @@ def test_service_definitions(tmp_path: Path) -> None:
     assert "-m homellm up" in win.install[0][-1]
 
 
-def test_systemd_user_install_for_real(tmp_path: Path) -> None:
+def test_systemd_reads_the_user_unit(tmp_path: Path) -> None:
+    """The unit as written for a user, read by the real systemctl from a temporary home (never the
+    tester's own ~/.config/systemd/user): ``list-unit-files`` parses unit files without a running manager."""
     if shutil.which("systemctl") is None:
         pytest.skip("no systemctl on this machine")
-    probe = subprocess.run(["systemctl", "--user", "daemon-reload"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"no systemd user session here ({(probe.stderr or probe.stdout).strip()})")
-    unit = service.for_platform("Linux", tmp_path, Path.home())
-    assert unit.path is not None
-    unit.path.parent.mkdir(parents=True, exist_ok=True)
+    user_home = tmp_path / "user"
+    unit = service.for_platform("Linux", tmp_path / "h", user_home)
+    assert unit.path is not None and unit.path.is_relative_to(user_home)
+    unit.path.parent.mkdir(parents=True)
     unit.path.write_text(unit.content)
-    try:
-        assert subprocess.run(["systemctl", "--user", "daemon-reload"]).returncode == 0
-        assert "homellm.service" in subprocess.run(["systemctl", "--user", "list-unit-files"], capture_output=True,
-                                                    text=True).stdout  # fmt: skip
-    finally:
-        unit.path.unlink()
-        subprocess.run(["systemctl", "--user", "daemon-reload"])
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(user_home),
+           "XDG_CONFIG_HOME": str(user_home / ".config"), "XDG_RUNTIME_DIR": str(tmp_path / "run")}  # fmt: skip
+    listed = subprocess.run(["systemctl", "--user", "list-unit-files", "--no-pager", "homellm.service"],
+                            capture_output=True, text=True, env=env)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    states = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines() if line.startswith("homellm")}
+    assert states == {"homellm.service": "disabled"}  # found, with the [Install] section that `enable` needs
 
 
 def test_cli_dry_run_and_json(tmp_path: Path) -> None:
     import json
-    import os
     import sys
 
     exe = str(Path(sys.executable).with_name("homellm"))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -54,26 +57,51 @@ def test_crashed_engine_is_restarted_and_dies_with_the_gateway(tmp_path: Path, s
         except httpx.HTTPError:
             return 0
 
+    def engines() -> list[psutil.Process]:
+        """The gateway's living engine processes (a killed one is a zombie until the supervisor reaps it)."""
+        found = []
+        for p in psutil.Process(gateway.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if "llama_cpp.server" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+        return found
+
     try:
         _wait(lambda: cert.exists() and status() == 200, 120, "the gateway")
-        engine = next(p for p in psutil.Process(gateway.pid).children() if "llama_cpp.server" in " ".join(p.cmdline()))
+        (engine,) = engines()
+        engine_port = json.loads((tmp_path / "engine" / "engine.json").read_text())["port"]
         engine.send_signal(signal.SIGKILL)
-        _wait(lambda: status() == 503, 10, "a 503 while the engine restarts")
+        # Hold the restart: the supervisor notices the exit, waits its backoff and starts a new engine,
+        # which we stop before it can load the model. Until we let it go, the gateway must say 503.
+        _wait(lambda: [p for p in engines() if p.pid != engine.pid], 60, "the supervisor to start a new engine")
+        (restarted,) = engines()
+        restarted.suspend()
+        assert not _listening(engine_port), "the new engine was ready before it could be held; retry"
         with client() as c:
-            r = c.post("/api/chat", json={"model": "smollm2:135m", "messages": []})
-            if r.status_code == 503:
-                assert r.headers["retry-after"] and "restarting" in r.json()["error"]
+            for path, body, message in [
+                ("/v1/completions", {"model": "smollm2:135m", "prompt": "Hi", "max_tokens": 2},
+                 lambda r: r.json()["error"]["message"]),
+                ("/api/chat", {"model": "smollm2:135m", "messages": [], "stream": False}, lambda r: r.json()["error"]),
+            ]:  # fmt: skip
+                r = c.post(path, json=body)
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"] == "5" and "restarting" in message(r)
+        restarted.resume()
         _wait(lambda: status() == 200, 120, "the restarted engine")
-        restarted = next(
-            p for p in psutil.Process(gateway.pid).children() if "llama_cpp.server" in " ".join(p.cmdline())
-        )
-        assert restarted.pid != engine.pid
+        assert [p.pid for p in engines()] == [restarted.pid]
         if sys.platform != "linux":
             return
         gateway.send_signal(signal.SIGKILL)  # no chance to clean up
         _wait(lambda: not restarted.is_running() or restarted.status() == psutil.STATUS_ZOMBIE, 15,
               "the engine to exit with its gateway")  # fmt: skip
     finally:
+        for p in engines() if gateway.poll() is None else []:
+            p.resume()
         if gateway.poll() is None:
             gateway.terminate()
             gateway.wait(30)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -11,7 +11,7 @@ import pytest
 from homellm.errors import NotFoundError, UsageError
 from homellm.store import open_database
 from homellm.store.db import MIGRATIONS, database_path
-from homellm.store.keys import KeyStore, parse_duration
+from homellm.store.keys import KeyStore, hash_key, parse_duration
 from homellm.store.usage import UsageRecord, UsageWriter, parse_since, summarize
 
 
@@ -49,11 +49,14 @@ def test_model_allowlist_matching(tmp_path: Path) -> None:
 def test_revoke_and_expiry(tmp_path: Path) -> None:
     store = KeyStore(open_database(tmp_path))
     _, s1 = store.create("a")
-    _, s2 = store.create("b", expires_in=0.05)
+    b, s2 = store.create("b", expires_in=3600)
     store.revoke("a")
     assert store.verify(s1) is None
-    assert store.verify(s2) is not None
-    time.sleep(0.1)
+    assert store.verify(s2) is not None and b.expires_at is not None
+    assert b.expires_at - b.created_at == pytest.approx(3600)
+    assert b.active(now=b.expires_at - 1) and not b.active(now=b.expires_at)  # the expiry instant itself is out
+    # the hour passes: moved in the database instead of waited for
+    store.db.execute("UPDATE keys SET expires_at = ? WHERE name = 'b'", (time.time() - 1,))
     assert store.verify(s2) is None and store.count_active() == 0
     with pytest.raises(NotFoundError, match="did you mean 'b'"):
         store.revoke("b2")
@@ -103,3 +106,43 @@ def test_concurrent_connections_see_each_others_writes(tmp_path: Path) -> None:
     a, b = open_database(tmp_path), sqlite3.connect(database_path(tmp_path))
     KeyStore(a).create("x")
     assert b.execute("SELECT COUNT(*) FROM keys").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("applied", range(1, len(MIGRATIONS)), ids=lambda n: f"after-{MIGRATIONS[n - 1].__name__}")
+def test_an_older_database_is_migrated_with_its_data(tmp_path: Path, applied: int) -> None:
+    """A database made by an older homellm (only the first migrations applied) opens with its keys and
+    usage intact and every later column present."""
+    path = database_path(tmp_path)
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    for migration in MIGRATIONS[:applied]:
+        migration(old)
+        old.execute("INSERT INTO _migrations VALUES (?, 0)", (migration.__name__,))
+    secret = "hlm_" + "k" * 43
+    old.execute("INSERT INTO keys (name, prefix, hash, models, admin, created_at) VALUES (?, ?, ?, ?, 1, ?)",
+                ("old-admin", secret[:8], hash_key(secret), '["qwen2.5"]', 1.0))  # fmt: skip
+    has_usage = "m002_usage" in {m.__name__ for m in MIGRATIONS[:applied]}
+    if has_usage:
+        old.execute("INSERT INTO usage (ts, key_name, client_ip, method, route, model, status, prompt_tokens,"
+                    " completion_tokens, ttft_ms, duration_ms) VALUES (5.0, 'old-admin', '10.0.0.2', 'POST',"
+                    " '/api/chat', 'qwen2.5', 200, 11, 22, 33.0, 44.0)")  # fmt: skip
+    old.commit()
+    old.close()
+
+    db = open_database(tmp_path)
+    assert [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")] == [m.__name__ for m in MIGRATIONS]
+    key = KeyStore(db).verify(secret)
+    assert key is not None and key.name == "old-admin" and key.admin and key.models == ("qwen2.5",)
+    columns = {r[1] for r in db.execute("PRAGMA table_info(usage)")}
+    assert {"error", "queue_ms", "cancelled", "prompt"} <= columns
+    if has_usage:
+        row = dict(db.execute("SELECT * FROM usage").fetchone())
+        assert (row["ts"], row["model"], row["prompt_tokens"], row["completion_tokens"], row["duration_ms"]) == (
+            5.0, "qwen2.5", 11, 22, 44.0)  # fmt: skip
+        assert row["error"] is None and row["queue_ms"] is None and row["cancelled"] == 0
+    # and the new columns are written
+    writer = UsageWriter(path)
+    writer.record(UsageRecord(ts=6.0, key_name="old-admin", client_ip=None, method="POST", route="/api/chat",
+                              model="qwen2.5", status=502, error="backend died", queue_ms=1.5))  # fmt: skip
+    writer.close()
+    assert tuple(db.execute("SELECT error, queue_ms FROM usage WHERE ts = 6.0").fetchone()) == ("backend died", 1.5)
