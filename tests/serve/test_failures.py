@@ -182,7 +182,8 @@ def _odd_backend(answers: dict[str, tuple[int, Any]]) -> Starlette:
         (413, b"too big", 413, "too big"),
         (422, {"detail": [{"type": "missing", "loc": ["body", "messages"], "msg": "Field required"}]}, 400,
          "messages: Field required"),
-        (500, {"error": {"message": "Traceback (most recent call last): boom"}}, 502, "boom"),
+        (500, {"error": {"message": "an error was encountered while running the model"}}, 502, "while running"),
+        (500, {"error": {"message": "Traceback (most recent call last): boom"}}, 502, "the server's log"),
         (401, {"error": "bad key"}, 502, "bad key"),
     ],
 )  # fmt: skip

@@ -116,7 +116,51 @@ def _tools(name: str, value: Any) -> None:
         return
     if not isinstance(value, list) or len(value) > MAX_TOOLS or not all(isinstance(t, dict) for t in value):
         raise _bad(name, _("a list of at most {n} tool objects").format(n=MAX_TOOLS))
+    for tool in value:
+        fn = tool.get("function")
+        if (
+            tool.get("type", "function") != "function"
+            or not isinstance(fn, dict)
+            or not isinstance(fn.get("name"), str)
+        ):
+            raise _bad(name, _('a list of {"type": "function", "function": {"name": ...}} objects'))
+        if not isinstance(fn.get("parameters", {}), dict) or not isinstance(fn.get("description", ""), str):
+            raise _bad(name, _("tools whose parameters are an object and description a string"))
     _bounded_json(name, value)
+
+
+OLLAMA_ROLES = frozenset({"system", "user", "assistant", "tool"})
+OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _messages(roles: frozenset[str], parts: bool) -> Check:
+    """A list of message objects with a known role and text content (OpenAI also takes a list of parts)."""
+
+    def check(name: str, value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, list):
+            raise _bad(name, _("a list of message objects"))
+        for m in value:
+            if not isinstance(m, dict):
+                raise _bad(name, _("a list of message objects"))
+            if m.get("role") not in roles:
+                raise _bad(name, _("messages whose role is one of {roles}").format(roles=", ".join(sorted(roles))))
+            content = m.get("content")
+            ok = content is None or isinstance(content, str)
+            if parts and isinstance(content, list):
+                ok = all(isinstance(p, dict) and p.get("type") in ("text", "image_url", "input_audio") for p in content)
+            if not ok:
+                kind = _("text or a list of content parts") if parts else _("text")
+                raise _bad(name, _("messages whose content is {kind}").format(kind=kind))
+            calls = m.get("tool_calls")
+            if calls is not None and (not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls)):
+                raise _bad(name, _("messages whose tool_calls are a list of objects"))
+            images = m.get("images")
+            if images is not None and (not isinstance(images, list) or not all(isinstance(i, str) for i in images)):
+                raise _bad(name, _("messages whose images are a list of base64 strings"))
+
+    return check
 
 
 def _logit_bias(name: str, value: Any) -> None:
@@ -229,7 +273,7 @@ _LLAMA_EXTRAS: dict[str, Check] = {
 }
 
 ROUTE_FIELDS: dict[str, dict[str, Check]] = {
-    "chat": _OLLAMA_COMMON | {"messages": LIST, "tools": _tools},
+    "chat": _OLLAMA_COMMON | {"messages": _messages(OLLAMA_ROLES, parts=False), "tools": _tools},
     "generate": _OLLAMA_COMMON
     | {
         "prompt": _kind(str, what="a string"),
@@ -257,7 +301,7 @@ ROUTE_FIELDS: dict[str, dict[str, Check]] = {
     "show": {"model": ANY, "name": ANY, "verbose": BOOL, "system": _kind(str, what="a string")},
     "openai_chat": _OPENAI_COMMON
     | {
-        "messages": LIST,
+        "messages": _messages(OPENAI_ROLES, parts=True),
         "tools": _tools,
         "tool_choice": _kind(str, dict, what="a string or an object"),
         "parallel_tool_calls": BOOL,

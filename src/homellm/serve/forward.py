@@ -10,6 +10,7 @@ embedded engine), the gateway streams upstream and assembles the answer itself.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +31,7 @@ from homellm.settings import Settings
 if TYPE_CHECKING:
     import aiohttp
 
+log = logging.getLogger("homellm.gateway")
 T = TypeVar("T")
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
@@ -351,7 +353,15 @@ def _short_message(content: bytes) -> str:
     return _("(no message)")
 
 
+_INTERNALS = ("Traceback (most recent call last)", 'File "', "validation error", "{'", "<class '", "object at 0x")
+
+
 def _printable(text: str, limit: int = 300) -> str:
+    """A backend's message fit to show a client: printable, bounded, and never a traceback or a Python repr
+    (which carry server paths and echo the request); those are logged and replaced by a plain sentence."""
+    if any(marker in text for marker in _INTERNALS):
+        log.warning("backend error (not shown to the client): %s", text[:2000])
+        return _("the backend refused the request (details in the server's log)")
     cleaned = "".join(c if c.isprintable() else " " for c in text[: limit * 2])
     return cleaned[:limit].strip()
 
