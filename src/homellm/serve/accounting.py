@@ -7,6 +7,7 @@ grow the metrics. Prompt text is stored only when ``log_prompts`` is on, and bou
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from homellm.serve.metrics import Metrics
 from homellm.serve.request import Ctx
@@ -19,14 +20,23 @@ class Accounting:
     def __init__(self, usage: UsageWriter, metrics: Metrics) -> None:
         self.usage = usage
         self.metrics = metrics
+        # the label sets are few (routes x statuses): keep their children instead of looking them up per request
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._durations: dict[str, Any] = {}
 
     def finish(self, ctx: Ctx) -> None:
         stats = ctx.stats
         duration = time.perf_counter() - ctx.started
         status = 499 if stats.cancelled and not stats.error else (stats.error_status or ctx.status)
         m = self.metrics
-        m.requests.labels(ctx.label, str(status)).inc()
-        m.duration.labels(ctx.label).observe(duration)
+        counter = self._requests.get((ctx.label, status))
+        if counter is None:
+            counter = self._requests[(ctx.label, status)] = m.requests.labels(ctx.label, str(status))
+        counter.inc()
+        histogram = self._durations.get(ctx.label)
+        if histogram is None:
+            histogram = self._durations[ctx.label] = m.duration.labels(ctx.label)
+        histogram.observe(duration)
         if stats.cancelled:
             m.cancelled.inc()
         if ctx.model and ctx.status < 400:

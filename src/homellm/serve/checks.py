@@ -8,6 +8,7 @@ allowlist -> the model exists -> a concurrency slot. Only then does a request re
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from homellm.errors import GatewayError
@@ -48,7 +49,10 @@ class Checks:
     def __init__(self, settings: Settings, keys: KeyCache) -> None:
         self.settings = settings
         self.keys = keys
-        self.networks = parse_networks(settings.allow_cidrs)
+        networks = parse_networks(settings.allow_cidrs)
+        self.networks = networks
+        # a household has a handful of client addresses: each is checked against the allowlist once
+        self.ip_allowed = functools.lru_cache(maxsize=4096)(lambda ip: ip_allowed(ip, networks))
         self.hosts = allowed_host_names(settings.host, settings.allowed_hosts)
         self.origins = frozenset(o.rstrip("/").lower() for o in settings.cors_origins)
         self.rate = RateLimiter(settings.requests_per_minute)
@@ -58,7 +62,7 @@ class Checks:
 
     def network(self, ctx: Ctx) -> None:
         """IP allowlist, headers, Host guard and origin; sets the CORS headers of an allowed origin."""
-        if not ip_allowed(ctx.client_ip, self.networks):
+        if not self.ip_allowed(ctx.client_ip):
             raise GatewayError(403, _("your address {ip} is not in this server's allowlist").format(ip=ctx.client_ip))
         for name in READ_HEADERS:
             value = ctx.headers.get(name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,7 +30,7 @@ from homellm.serve.request import BytesReply, Ctx, Receive, Reply, json_reply
 from homellm.settings import Settings
 
 if TYPE_CHECKING:
-    import aiohttp
+    from homellm.serve.upstream import UpstreamResponse
 
 log = logging.getLogger("homellm.gateway")
 T = TypeVar("T")
@@ -125,7 +126,7 @@ class Forwarder:
         """Send the checked request upstream unchanged in meaning (the key is not forwarded) and relay the answer."""
         headers = JSON_HEADERS if body else None
         upstream = await self.backend.open(ctx.method, ctx.path, body, headers)
-        ctype = upstream.headers.get("Content-Type", "")
+        ctype = upstream.content_type
         if upstream.status < 400 and ("ndjson" in ctype or "event-stream" in ctype):
             sse = "event-stream" in ctype
             records = relay.records(upstream, b"\n\n" if sse else b"\n", self.backend)
@@ -171,11 +172,11 @@ class Forwarder:
         finally:
             await records.aclose()  # type: ignore[attr-defined]
 
-    async def _expect_sse(self, upstream: aiohttp.ClientResponse) -> None:
+    async def _expect_sse(self, upstream: UpstreamResponse) -> None:
         """A streamed request must be answered with a stream: an error in the front's shape otherwise."""
         if upstream.status >= 400:
             raise backend_error(upstream.status, await self.backend.read(upstream))
-        if "event-stream" not in upstream.headers.get("Content-Type", ""):
+        if "event-stream" not in upstream.content_type:
             await self.backend.read(upstream)
             raise GatewayError(502, _("the backend answered a streamed request without streaming"))
 
@@ -186,9 +187,7 @@ class Forwarder:
         result: int | None = await count(ctx.body)
         return result
 
-    def _relay(
-        self, chunks: AsyncIterator[bytes], upstream: aiohttp.ClientResponse, media_type: str, ctx: Ctx
-    ) -> Reply:
+    def _relay(self, chunks: AsyncIterator[bytes], upstream: UpstreamResponse, media_type: str, ctx: Ctx) -> Reply:
         return relay.Relay(chunks, upstream, media_type, ctx, self.settings.send_timeout_s)
 
     # ---- translation: an Ollama client in front of an OpenAI-compatible backend ---------
@@ -374,19 +373,16 @@ def _json(content: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+_COUNTS = re.compile(rb'"(prompt_eval_count|eval_count|prompt_tokens|completion_tokens)"\s*:\s*(\d{1,12})')
+
+
 def _note_usage(ctx: Ctx, content: bytes) -> None:
-    if b'"usage"' not in content and b'"eval_count"' not in content:
-        return
-    try:
-        data = json.loads(content)
-    except ValueError:
-        return
-    if not isinstance(data, dict):
-        return
-    found = data.get("usage")
-    usage: dict[str, Any] = found if isinstance(found, dict) else {}
-    ctx.stats.prompt_tokens = usage.get("prompt_tokens", data.get("prompt_eval_count"))
-    ctx.stats.completion_tokens = usage.get("completion_tokens", data.get("eval_count"))
+    """Token counts of a whole answer (Ollama's or OpenAI's field names), read without parsing the JSON."""
+    found = {m[1]: int(m[2]) for m in _COUNTS.finditer(content[-1024:])}
+    prompt = found.get(b"prompt_tokens", found.get(b"prompt_eval_count"))
+    completion = found.get(b"completion_tokens", found.get(b"eval_count"))
+    if prompt is not None or completion is not None:
+        ctx.stats.prompt_tokens, ctx.stats.completion_tokens = prompt, completion
 
 
 def _pool_openai_embeddings(content: bytes) -> bytes:

@@ -23,10 +23,9 @@ from homellm.protocol import translate
 from homellm.serve.request import Ctx, Receive, Scope, Send, error_data
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from homellm.serve.backends import Backend
     from homellm.serve.policy import Front
+    from homellm.serve.upstream import UpstreamResponse
 
 STREAM_HEADERS = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
 MAX_RECORD = 8 * 1024 * 1024  # a backend line longer than this is an error, not a reason to run out of memory
@@ -40,11 +39,11 @@ class UpstreamError(Exception):
         self.error = error
 
 
-async def records(resp: aiohttp.ClientResponse, separator: bytes, backend: Backend) -> AsyncIterator[bytes]:
+async def records(resp: UpstreamResponse, separator: bytes, backend: Backend) -> AsyncIterator[bytes]:
     """Complete records only (lines or SSE events), batched as they arrive; closes ``resp`` at the end."""
     buf = b""
     try:
-        async for data in resp.content.iter_any():
+        async for data in resp.chunks():
             buf += data
             cut = buf.rfind(separator)
             if cut >= 0:
@@ -60,7 +59,7 @@ async def records(resp: aiohttp.ClientResponse, separator: bytes, backend: Backe
     except Exception as exc:
         raise UpstreamError(backend.failure(exc)) from exc
     finally:
-        resp.close()  # not release(): an unfinished stream must close the connection to stop the backend
+        resp.close()  # an unfinished stream closes its connection, which stops the backend
 
 
 def _event_json(event: bytes) -> dict[str, Any]:
@@ -206,7 +205,7 @@ class Relay:
     """An ASGI reply that streams ``chunks``, watches the client, and never leaves a stream without an end."""
 
     def __init__(
-        self, chunks: AsyncIterator[bytes], upstream: aiohttp.ClientResponse, media_type: str, ctx: Ctx,
+        self, chunks: AsyncIterator[bytes], upstream: UpstreamResponse, media_type: str, ctx: Ctx,
         send_timeout: float,
     ) -> None:  # fmt: skip
         self.chunks = chunks

@@ -6,15 +6,15 @@ import queue
 import sqlite3
 import threading
 import time
-from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from homellm.errors import UsageError
 
 
-@dataclass
-class UsageRecord:
+class UsageRecord(NamedTuple):
+    """One request (a tuple in the table's column order: the writer inserts it as it is)."""
+
     ts: float
     key_name: str | None
     client_ip: str | None
@@ -81,7 +81,7 @@ class UsageWriter:
                 last_used[r.key_name] = max(r.ts, last_used.get(r.key_name, 0.0))
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(_INSERT, [astuple(r) for r in records])
+            self.db.executemany(_INSERT, records)
             self.db.executemany("UPDATE keys SET last_used_at = ? WHERE name = ?",
                                 [(ts, name) for name, ts in last_used.items()])  # fmt: skip
 
