@@ -62,7 +62,9 @@ def discover(
 
 
 def pair(
-    models: str | None = typer.Option(None, "--models", help="Models the new device key may use (default: all)."),
+    models: str | None = typer.Option(
+        None, "--models", help=_("Models the new device key may use, e.g. qwen2.5,phi4 (default: all).")
+    ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help=_("Wait for the outcome (Ctrl-C stops waiting).")),
     json_out: bool = typer.Option(False, "--json", help=_("Machine-readable output: one JSON object per line.")),
 ) -> None:
@@ -88,6 +90,9 @@ def pair(
                         "No fingerprint to compare: the code proves to each side that the other is the one holding it "
                         "and sees the same certificate, so a relay on the network makes pairing fail on both ends.")
                       .format(host=hostname(), code=code.code), soft_wrap=True)  # fmt: skip
+        if not models:
+            console.print(_("The device's key may use every model; to limit it: homellm pair --models a,b"),
+                          style="dim", soft_wrap=True)  # fmt: skip
     sys.stdout.flush()
     if wait:
         _wait_for_pairing(store, code.id, until, json_out)

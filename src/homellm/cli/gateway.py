@@ -98,7 +98,10 @@ def _banner(plan: Plan, key: str | None, key_file: Path | None = None) -> None:
     if not is_loopback_bind(s.host) and s.host not in ("0.0.0.0", "::"):
         hosts = [s.host]
     urls = [http_url(plan.scheme, h, s.port) for h in hosts]
-    say = console.print
+
+    def say(text: str, style: str | None = None, soft_wrap: bool = True) -> None:
+        console.print(text, style=style, soft_wrap=soft_wrap, markup=False)  # [fd00::2] is an address, not markup
+
     say(
         _("homellm gateway in front of {backend}").format(backend=plan.backend.describe()), style="bold", soft_wrap=True
     )

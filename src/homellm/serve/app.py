@@ -95,10 +95,13 @@ class Gateway:
             ctx.stats.error = str(exc)
             await error_reply(ctx.front, exc, ctx.cors)(scope, receive, send)
         except asyncio.CancelledError:
-            if not scope.get(CLIENT_GONE) or task is None:
-                raise  # the server is shutting down
-            task.uncancel()  # the client left; the upstream request was closed on the way out
-            _client_ended(scope, ctx)
+            if task is not None:
+                task.uncancel()  # the upstream request was closed on the way out
+            if scope.get(CLIENT_GONE):
+                _client_ended(scope, ctx)
+            else:  # the server is shutting down (Ctrl-C, SIGTERM): the request ends with it, quietly
+                ctx.stats.cancelled = True
+                ctx.stats.error = _("the gateway stopped")
         except ClientGone:
             _client_ended(scope, ctx)
         except Exception as exc:  # a bug must not leak a slot, a traceback or a half answer
