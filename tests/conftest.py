@@ -28,6 +28,17 @@ from homellm.testing.fake_backend import Recorder, Script, free_port, make_app, 
 from homellm.testing.ggufs import SAMPLE_ARCHITECTURES, smollm2_gguf, write_gguf
 
 
+def require_tool(found: bool, what: str, install: str) -> None:
+    """A system tool some tests drive (Debian's Chromium, Go): required in CI, where .ci/run installs it; a
+    skip that says how to install it on a developer's machine that lacks it (macOS, Windows, a bare Linux)."""
+    if found:
+        return
+    message = f"{what} is missing: {install}"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI installs it in .ci/run)")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
     return load_catalog()
