@@ -65,14 +65,20 @@ def _documented_commands() -> list[list[str]]:
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         if doc.name == "cli.md":
             continue
-        for block in re.findall(r"```(?:bash|console|sh)?\n(.*?)```", doc.read_text(), re.S):
-            for line in block.splitlines():
-                line = line.strip().removeprefix("$ ").split("  #")[0].strip()
-                if line.startswith("homellm "):
-                    try:
-                        found.append(shlex.split(line)[1:])
-                    except ValueError:
-                        continue
+        fence: str | None = None  # the language of the code block we are in, "" when none is named
+        for raw in doc.read_text().splitlines():
+            if raw.startswith("```"):
+                fence = raw[3:].strip() if fence is None else None
+                continue
+            if fence not in ("", "bash", "console", "sh"):
+                continue
+            # a command starts its line; an indented one is output (e.g. the banner's hints)
+            line = raw.removeprefix("$ ").split("  #")[0].rstrip()
+            if line.startswith("homellm "):
+                try:
+                    found.append(shlex.split(line)[1:])
+                except ValueError:
+                    continue
     return found
 
 
