@@ -177,6 +177,7 @@ async function drawHistory() {
 function messageNode(message) {
   const box = document.createElement("article");
   box.className = `message ${message.role}`;
+  if (message.state) box.dataset.state = message.state; // streaming, done, stopped or failed
   const body = document.createElement("div");
   body.className = "body";
   if (message.role === "assistant") body.append(render(message.content));
@@ -258,7 +259,7 @@ async function ask() {
         if (record.error) throw new Error(record.error);
         if (record.message && record.message.content) {
           answer.content += record.message.content;
-          node.dataset.streaming = "true";
+          node.dataset.state = "streaming";
           if (!pending) {
             pending = true;
             requestAnimationFrame(paint);
@@ -266,11 +267,13 @@ async function ask() {
         }
       }
     }
-    node.dataset.streaming = "done";
+    answer.state = "done";
   } catch (err) {
     if (err.name === "AbortError") {
+      answer.state = "stopped";
       answer.note = t("Stopped.");
     } else {
+      answer.state = "failed";
       answer.note = err.message;
       answer.failed = !answer.content;
     }
