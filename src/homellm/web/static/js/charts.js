@@ -39,20 +39,21 @@ export function barChart(container, labels, series, emptyText) {
   }
   labels.forEach((name, i) => {
     let y = 8 + plot;
-    const x = left + i * step + barGap / 2;
+    const barWidth = Math.min(Math.max(step - barGap, 1), 56);
+    const x = left + i * step + (step - barWidth) / 2;
     series.forEach((s, k) => {
       const value = s.values[i] || 0;
       if (!value) return;
       const h = (value / top) * plot;
       y -= h;
-      const rect = svg("rect", { x, y, width: Math.max(step - barGap, 1), height: h, fill: COLORS[k % COLORS.length] });
+      const rect = svg("rect", { x, y, width: barWidth, height: h, fill: COLORS[k % COLORS.length] });
       const tip = svg("title", {});
       tip.textContent = `${name} · ${s.name}: ${short(value)}`;
       rect.append(tip);
       chart.append(rect);
     });
     if (labels.length <= 16 || i % Math.ceil(labels.length / 16) === 0) {
-      const text = svg("text", { x: x + step / 2, y: height - bottom + 16, "text-anchor": "middle", class: "axis" });
+      const text = svg("text", { x: x + barWidth / 2, y: height - bottom + 16, "text-anchor": "middle", class: "axis" });
       text.textContent = name.length > 10 ? name.slice(5) : name;
       chart.append(text);
     }
