@@ -90,8 +90,10 @@ class Gateway:
         client = scope.get("client") or ("", 0)
         path = scope["path"]
         ctx = Ctx(front_of(path), scope["method"], path, client[0], header_map(scope))
-        language = use_language(language_from_accept(ctx.headers.get("accept-language", "")))
-        language.__enter__()  # messages in the client's language (the web app sends its switch's choice)
+        accept = ctx.headers.get("accept-language")  # messages in the client's language (the web app sends its
+        language = use_language(language_from_accept(accept)) if accept else None  # switch's choice)
+        if language is not None:
+            language.__enter__()
         scope[REQUEST_TASK] = task = asyncio.current_task()
         self.metrics.active.inc()
         try:
@@ -115,7 +117,8 @@ class Gateway:
                 err = GatewayError(500, _("internal error in the gateway; the server's log has details"))
                 await error_reply(ctx.front, err, ctx.cors)(scope, receive, send)
         finally:
-            language.__exit__()
+            if language is not None:
+                language.__exit__()
             self.metrics.active.dec()
             self.checks.release(ctx)
             self.accounting.finish(ctx)
