@@ -212,15 +212,21 @@ def test_a_phone_pairs_by_the_qr_code_streams_stops_and_switches_model(
         # Stop: the engine is held (SIGSTOP) so that the answer cannot finish first; the gateway notices the
         # browser leaving, closes the upstream request and records the request as cancelled
         stopped_before = len(engine_web.usage("SELECT 1 FROM usage WHERE key_name = ? AND cancelled = 1", device_key))
-        page.fill("#input", "Write a very long story about a dragon and a lighthouse, in ten chapters.")
-        page.press("#input", "Enter")
-        page.wait_for_selector("article.assistant[data-state=streaming]", timeout=ANSWER_TIMEOUT)
         engine = engine_web.engine()
-        engine.send_signal(signal.SIGSTOP)
+        for _attempt in range(3):  # a short answer may finish before the engine is held: then ask again
+            page.fill("#input", "Write a very long story about a dragon and a lighthouse, in ten chapters.")
+            page.press("#input", "Enter")
+            last = page.locator("article.assistant").last
+            last.and_(page.locator("[data-state=streaming], [data-state=done]")).wait_for(timeout=ANSWER_TIMEOUT)
+            engine.send_signal(signal.SIGSTOP)
+            if last.get_attribute("data-state") == "streaming":
+                break
+            engine.send_signal(signal.SIGCONT)
+        else:
+            pytest.fail("three answers finished before the engine could be held")
         try:
-            assert page.get_attribute("article.assistant >> nth=-1", "data-state") == "streaming"
             page.click("#stop")
-            page.wait_for_selector("article.assistant[data-state=stopped]")
+            last.and_(page.locator("[data-state=stopped]")).wait_for()
             rows = engine_web.wait_for_usage(
                 "SELECT status, route FROM usage WHERE key_name = ? AND cancelled = 1 LIMIT -1 OFFSET ?",
                 device_key, stopped_before,
@@ -244,12 +250,12 @@ def test_a_phone_pairs_by_the_qr_code_streams_stops_and_switches_model(
             device_key,
             second,
         )
-        assert rows and page.locator("article.assistant").count() == 3  # sea, dragon (stopped), hello
+        assert rows and page.locator("article.assistant[data-state=stopped]").count() == 1
 
         # the history is this browser's own: after a reload it is still there; the server kept no text
         page.reload()
         page.wait_for_selector("#chat:not([hidden])")
-        assert page.locator("article.user").count() == 3
+        assert page.locator("article.user").count() >= 3 and page.locator("[data-state=stopped]").count() == 1
         assert engine_web.usage("SELECT 1 FROM usage WHERE prompt IS NOT NULL") == []
 
 
@@ -284,10 +290,10 @@ def test_japanese_switch_sticks_and_ime_enter_does_not_send(browser: Any, engine
         page.wait_for_selector("#chat:not([hidden])")
         assert page.text_content("#send") == "Send"
         page.select_option("#lang", "ja")
-        page.wait_for_function("document.getElementById('send').textContent === '送信'")
+        page.wait_for_selector("#send:text-is('送信')")  # (no wait_for_function: the page's CSP forbids eval)
         page.reload()  # the choice sticks on this device, over the browser's English
         page.wait_for_selector("#chat:not([hidden])")
-        page.wait_for_function("document.documentElement.lang === 'ja'")
+        page.wait_for_selector("html[lang=ja]", state="attached")
         assert page.text_content("#send") == "送信" and page.text_content("#stop") == "停止"
         assert page.get_attribute("#input", "placeholder") == "メッセージ（Enter で送信、Shift+Enter で改行）"
 
