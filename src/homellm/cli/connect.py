@@ -13,6 +13,7 @@ from homellm.i18n import _
 
 if TYPE_CHECKING:
     from homellm.connect.profiles import Profile, ProfileStore
+    from homellm.settings import Settings
     from homellm.store.pairing import Pairing
 
 ProfileArg = typer.Argument(None, help="A saved connection (default: the last one connected).")
@@ -67,6 +68,9 @@ def pair(
     ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help=_("Wait for the outcome (Ctrl-C stops waiting).")),
     json_out: bool = typer.Option(False, "--json", help=_("Machine-readable output: one JSON object per line.")),
+    qr: bool = typer.Option(
+        False, "--qr", help=_("Also print a QR code: a phone's camera opens the web app and pairs.")
+    ),
 ) -> None:
     """On the server: print a one-time code (5 minutes, single use) for `homellm connect --code`, and wait."""
     import json
@@ -93,9 +97,31 @@ def pair(
         if not models:
             console.print(_("The device's key may use every model; to limit it: homellm pair --models a,b"),
                           style="dim", soft_wrap=True)  # fmt: skip
+    if qr:
+        _print_pairing_qr(settings, str(code.code), json_out)
     sys.stdout.flush()
     if wait:
         _wait_for_pairing(store, code.id, until, json_out)
+
+
+def _print_pairing_qr(settings: Settings, code: str, json_out: bool) -> None:
+    """The web app's pairing link (the code and the certificate's fingerprint in its fragment) as a QR code."""
+    import json
+
+    from homellm.serve.tls import fingerprint_of_pem
+    from homellm.web.links import app_url, lan_host, print_qr
+
+    cert = settings.tls_cert or settings.home / "tls" / "cert.pem"
+    fingerprint = fingerprint_of_pem(cert.read_bytes()) if cert.is_file() else None
+    url = app_url("https" if fingerprint else "http", lan_host(), settings.port, pair=code, fp=fingerprint)
+    if json_out:
+        sys.stdout.write(json.dumps({"url": url, "fingerprint": fingerprint}) + "\n")
+        return
+    console.print(_("\nOr scan this with a phone (the web app opens and pairs; compare the certificate's "
+                    "fingerprint it shows with the one `homellm up` printed):"), soft_wrap=True)  # fmt: skip
+    sys.stdout.flush()
+    print_qr(url, sys.stdout)
+    console.print(url, soft_wrap=True, markup=False, highlight=False)
 
 
 def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool) -> None:

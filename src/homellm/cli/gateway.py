@@ -106,9 +106,10 @@ def _banner(plan: Plan, key: str | None, key_file: Path | None = None) -> None:
         _("homellm gateway in front of {backend}").format(backend=plan.backend.describe()), style="bold", soft_wrap=True
     )
     for u in urls:
-        say(f"  {u}", soft_wrap=True)
+        say(f"  {u}", soft_wrap=True, markup=False)  # an IPv6 URL has brackets Rich would read as markup
     if not is_loopback_bind(s.host):
         say(_("  on this machine: {url}").format(url=http_url(plan.scheme, "localhost", s.port)), soft_wrap=True)
+    say(_("  web app: {url}/app/ (for a phone: homellm pair --qr)").format(url=urls[0]), soft_wrap=True)
     if plan.tls:
         say(_("  TLS certificate fingerprint: {fp}").format(fp=plan.tls.fingerprint), soft_wrap=True)
         new = _(" (new)") if plan.tls.generated else ""

@@ -14,7 +14,7 @@ from typing import Any
 
 from homellm.discovery import Advertiser
 from homellm.errors import GatewayError
-from homellm.i18n import _
+from homellm.i18n import _, language_from_accept, use_language
 from homellm.serve.accounting import Accounting
 from homellm.serve.backends import Backend
 from homellm.serve.checks import PREFLIGHT, Checks, ClientGone
@@ -43,6 +43,7 @@ from homellm.store.db import database_path
 from homellm.store.keys import KeyCache, KeyStore
 from homellm.store.pairing import Pairing
 from homellm.store.usage import UsageWriter
+from homellm.web import is_web_path
 
 log = logging.getLogger("homellm.gateway")
 
@@ -73,6 +74,10 @@ class Gateway:
         self.fields = FieldPolicy(llama_extras=backend.kind == "openai")
         self.forward = Forwarder(settings, backend)
         self.accounting = Accounting(self.usage, self.metrics)
+        from homellm.web import WebApp
+
+        self.web = WebApp(self)  # /app/: the web app, and its session cookies as a way to authenticate
+        self.checks.sessions = self.web.sessions
 
     # ---- ASGI -----------------------------------------------------------------------------
 
@@ -85,6 +90,10 @@ class Gateway:
         client = scope.get("client") or ("", 0)
         path = scope["path"]
         ctx = Ctx(front_of(path), scope["method"], path, client[0], header_map(scope))
+        accept = ctx.headers.get("accept-language")  # messages in the client's language (the web app sends its
+        language = use_language(language_from_accept(accept)) if accept else None  # switch's choice)
+        if language is not None:
+            language.__enter__()
         scope[REQUEST_TASK] = task = asyncio.current_task()
         self.metrics.active.inc()
         try:
@@ -111,6 +120,8 @@ class Gateway:
                 err = GatewayError(500, _("internal error in the gateway; the server's log has details"))
                 await error_reply(ctx.front, err, ctx.cors)(scope, receive, send)
         finally:
+            if language is not None:
+                language.__exit__()
             self.metrics.active.dec()
             self.checks.release(ctx)
             self.accounting.finish(ctx)
@@ -141,6 +152,8 @@ class Gateway:
     async def _handle(self, ctx: Ctx, receive: Receive) -> Reply:
         checks = self.checks
         checks.network(ctx)
+        if is_web_path(ctx.path):
+            return await self.web.handle(ctx, receive)
         if ctx.method == "OPTIONS":
             if not ctx.cors:
                 raise GatewayError(405, _("OPTIONS is only answered for CORS preflight requests"))
@@ -162,6 +175,8 @@ class Gateway:
             ctx.raw = await checks.read_body(ctx, receive)
             return await self._pair(ctx)
         if route.public:
+            if route.op == "root" and "text/html" in ctx.headers.get("accept", ""):
+                return BytesReply(b"", 303, b"text/plain", {"Location": "/app/"})  # a browser: the web app
             return text("Ollama is running")
         ctx.key = key = checks.authenticate(ctx)
         checks.authorize(ctx, route, key)

@@ -82,6 +82,13 @@ def header_map(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
 
 
+def same_origin(origin: str, host_header: str) -> bool:
+    """Whether ``Origin`` names this gateway as the browser reached it (a page the gateway served itself;
+    the scheme needs no check, since the port speaks only one)."""
+    scheme, sep, rest = origin.strip().lower().partition("://")
+    return bool(sep) and scheme in ("http", "https") and bool(rest) and rest.rstrip("/") == host_header.strip().lower()
+
+
 JSON_TYPE = b"application/json"
 
 

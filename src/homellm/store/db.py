@@ -98,12 +98,27 @@ def m005_usage_detail(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE usage ADD COLUMN queue_ms REAL")
 
 
+def m006_web_sessions(db: sqlite3.Connection) -> None:
+    """The web app's sign-ins: a cookie's token (stored as its SHA-256) bound to one API key, with its CSRF token."""
+    db.execute(
+        """CREATE TABLE web_sessions (
+            hash TEXT PRIMARY KEY,      -- SHA-256 of the cookie's token; the token itself is never stored
+            key_name TEXT NOT NULL,     -- the key this browser acts as (revoking it ends the session)
+            csrf TEXT NOT NULL,         -- sent back in X-CSRF-Token on every state-changing request
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX web_sessions_key ON web_sessions(key_name)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_keys,
     m002_usage,
     m003_pairing,
     m004_pake_pairing,
     m005_usage_detail,
+    m006_web_sessions,
 ]
 
 

@@ -124,3 +124,15 @@ def parse_since(text: str, now: float | None = None) -> float:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise UsageError(f"cannot read --since {text!r}; write 7d, 24h or 2026-11-01") from None
+
+
+def daily(db: sqlite3.Connection, since: float) -> list[dict[str, Any]]:
+    """Requests that named a model, per day (UTC), key and model: counts, tokens, time to first token."""
+    rows = db.execute(
+        "SELECT date(ts, 'unixepoch') AS day, COALESCE(key_name, '(none)') AS key, model, COUNT(*) AS requests,"
+        " SUM(status >= 400) AS errors, SUM(cancelled) AS cancelled, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
+        " COALESCE(SUM(completion_tokens), 0) AS completion_tokens, AVG(ttft_ms) AS avg_ttft_ms"
+        " FROM usage WHERE ts >= ? AND model IS NOT NULL GROUP BY day, key, model ORDER BY day, key, model",
+        (since,),
+    ).fetchall()
+    return [dict(r) for r in rows]
