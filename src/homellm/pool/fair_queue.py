@@ -61,6 +61,14 @@ class FairQueue(Generic[T]):
         self._len += 1
         return ticket
 
+    def charge(self, key: str, priority: float) -> None:
+        """A request of ``key`` was served without waiting: it counts in the key's share all the same (else
+        the first of a flood, served at once, would leave its key level with a newcomer's)."""
+        if self.fair:
+            start = max(self._virtual, self._finish.get(key, 0.0))
+            self._finish[key] = start + 1.0 / max(priority, 1e-9)
+            self._virtual = start
+
     def position(self, ticket: Ticket[T]) -> int:
         """Requests that would be served before this one if every slot could take any of them."""
         mine = (ticket.start, ticket.seq)

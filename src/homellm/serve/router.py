@@ -350,6 +350,7 @@ class Router:
         self._available(model, exclude)
         best = self._best(model, exclude)
         if best is not None:
+            self.queue.charge(key, priority)
             return self._lease(best)
         o = self.options
         if self.queue.waiting(key) >= o.queue_per_key:
@@ -375,7 +376,7 @@ class Router:
                 self._rejected()
                 raise GatewayError(
                     429,
-                    _("no backend was free for {s:.0f} s; the pool is busy").format(s=o.queue_wait_s),
+                    _("no backend was free for {s:g} s; the pool is busy").format(s=o.queue_wait_s),
                     headers={"Retry-After": retry_after(self._drain_estimate())},
                 ) from None
             lease = waiter.future.result()
