@@ -2,8 +2,10 @@
 
 On the worker, :func:`serve_link` listens on one address and, for each connection,
 
-1. drops it at once unless it comes from the paired main gateway's address (``allowed_peer``), before
-   any TLS (a third machine on the LAN gets a closed connection, not a handshake);
+1. drops it unless it comes from the paired main gateway's address (``allowed_peer``), before any TLS.
+   On Linux a socket filter on the listening socket drops a stranger's SYN, so a third machine on the
+   LAN sees no open port at all (its connection times out, as behind a firewall); elsewhere, or for
+   IPv6, the connection is closed at once, before a handshake;
 2. does TLS presenting the worker's own certificate and requiring a client certificate, which must be
    exactly the main gateway's (pinned: OpenSSL verifies it against that one certificate, then its
    SHA-256 fingerprint is compared);
@@ -27,6 +29,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -100,6 +103,7 @@ class LinkServer:
     accepted: int = 0
     refused: dict[str, int] = field(default_factory=lambda: {"address": 0, "certificate": 0, "target": 0})
     open: int = 0
+    filtered: bool = False  # a socket filter drops strangers' packets (Linux, IPv4)
 
     @property
     def port(self) -> int:
@@ -141,9 +145,57 @@ async def serve_link(
         finally:
             link.open -= 1
 
-    server = await asyncio.start_server(handle, listen[0], listen[1], limit=READ_SIZE)
-    link = LinkServer(server, target_port, peer_fp)
+    sock, filtered = _listening_socket(listen, allowed)
+    server = await asyncio.start_server(handle, sock=sock, limit=READ_SIZE)
+    link = LinkServer(server, target_port, peer_fp, filtered=filtered)
     return link
+
+
+def _listening_socket(listen: tuple[str, int], allowed: str | None) -> tuple[socket.socket, bool]:
+    family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    filtered = False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if allowed is not None and family == socket.AF_INET and ":" not in allowed:
+            filtered = _only_from(sock, allowed)
+        sock.bind(listen)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, filtered
+
+
+SO_ATTACH_FILTER = 26
+SKF_NET_OFF = 0xFFF00000  # -0x100000 as unsigned: offsets from the IP header (a TCP socket's data is TCP)
+
+
+def _only_from(sock: socket.socket, address: str) -> bool:
+    """Linux: a classic BPF filter that drops every IPv4 packet not from ``address``, SYNs included, so
+    the port does not even answer a stranger. True when attached (elsewhere: the handler drops them)."""
+    import ctypes
+    import struct
+    import sys
+
+    if sys.platform != "linux":
+        return False
+    source = int.from_bytes(socket.inet_aton(address), "big")
+    program = [
+        (0x20, 0, 0, SKF_NET_OFF + 12),  # ld [ip source address]
+        (0x15, 0, 1, source),  # jeq #address, accept, drop
+        (0x06, 0, 0, 0x40000),  # ret #262144: accept the packet
+        (0x06, 0, 0, 0),  # ret #0: drop it
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in program))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(code))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # the kernel copies the program
+    except OSError as exc:
+        log.warning("link: no socket filter (%s); strangers' connections are closed instead", exc)
+        return False
+    return True
 
 
 async def _serve_one(
