@@ -98,7 +98,9 @@ class Settings(BaseSettings):
     backends: list[BackendSpec] = Field(
         default_factory=list, description="[[backends]] tables: name, url, priority, weight, max_concurrency"
     )
-    health_interval_s: float = Field(1.0, gt=0, description="how often each pool backend is checked")
+    health_interval_s: float = Field(
+        0.5, gt=0, description="how often each pool backend is checked (a hung one is out within this + 1 s)"
+    )
     breaker_failures: int = Field(3, ge=1, description="consecutive failed requests that take a backend out")
     breaker_open_s: float = Field(30.0, gt=0, description="how long a failing backend stays out before one probe")
     fair_queueing: bool = Field(True, description="serve waiting requests round-robin per key (off: first come)")

@@ -14,6 +14,7 @@ asked for (and from the usage log's ``backend`` column). No timing asserts: ever
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import ssl
@@ -107,6 +108,10 @@ def pool(tmp_path_factory: pytest.TempPathFactory, smollm2: Path) -> Iterator[Po
             b.stop()
 
 
+def _first_state(first: list[str] | None, m: dict[str, Any]) -> bool:
+    return bool(m["state"] == "up" and (first is None or m["loaded"] == first))
+
+
 @pytest.fixture
 def fresh(pool: Pool) -> Pool:
     """Every scripted member running, answering, with its first loaded set; the circuit closed."""
@@ -116,12 +121,7 @@ def fresh(pool: Pool) -> Pool:
             b.wait_ready()
         b.script(status=None, paused=False, loaded=LOADED[name])
     for name in pool.backends:
-        first = LOADED[name]
-        pool.wait_member(
-            name,
-            "up, closed, with its first loaded set",
-            lambda m: m["state"] == "up" and (first is None or m["loaded"] == first),
-        )  # noqa: B023
+        pool.wait_member(name, "up, closed, with its first loaded set", functools.partial(_first_state, LOADED[name]))
     return pool
 
 

@@ -37,6 +37,8 @@ class Breaker:
 
     def allows(self) -> bool:
         """May a request go to this backend now? (Half-open: only while no probe is in flight.)"""
+        if self.opened_at is None:
+            return True
         state = self.state
         return state == "closed" or (state == "half-open" and not self.probing)
 

@@ -101,6 +101,7 @@ class RemoteEngine(OpenAIBackend):
 
     label = N_("the embedded engine of a worker")
     stops_on_disconnect = False
+    answers_while_busy = False
 
 
 def worker_member(worker: Worker, identity: TlsFiles, idle_timeout: float) -> Member:

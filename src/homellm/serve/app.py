@@ -84,7 +84,7 @@ class Gateway:
         self.quotas = Quotas(self.db)
         self.workers = Workers(self.db)
         self._workers_seen: tuple[int, float, int] | None = None
-        self.router.metrics = self.metrics
+        self.router.use_metrics(self.metrics)
         self.router.watch = self._joined
 
     # ---- ASGI -----------------------------------------------------------------------------

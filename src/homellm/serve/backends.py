@@ -43,6 +43,7 @@ class Backend:
     label = N_("OpenAI-compatible server")
     managed = False  # True when homellm runs the backend itself (on a private loopback port)
     stops_on_disconnect = True  # closing a non-streamed request stops its generation (Ollama, llama-server, vLLM)
+    answers_while_busy = True  # a health check is answered during generations (llama-cpp-python's is not)
 
     def __init__(self, base_url: str, idle_timeout: float = 300.0, connect_timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -138,11 +139,15 @@ class Backend:
             return entries, await self.loaded()
         return entries, [{"name": e.name, "model": e.name, "size": e.size, "details": e.details} for e in entries]
 
-    async def abort(self) -> None:
-        """Close every connection to the backend now (it is gone: the requests on them fail, and the
-        pool retries those that have sent nothing to their client yet)."""
-        if self._upstream is not None:
-            await self._upstream.close()
+    @property
+    def reads(self) -> int:
+        """Data arrivals from the backend so far (signs of life while it is too busy to answer a check)."""
+        return self._upstream.reads if self._upstream is not None else 0
+
+    def abort(self, reason: str) -> int:
+        """Cut every request in progress on this backend now (it is gone or hung): they fail at once, and
+        the pool retries those that have sent nothing to their client yet. Returns how many were cut."""
+        return self._upstream.abort(reason) if self._upstream is not None else 0
 
     def describe(self) -> str:
         return _("{backend} at {url}").format(backend=_(self.label), url=self.base_url)

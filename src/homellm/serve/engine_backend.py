@@ -65,6 +65,7 @@ class EngineBackend(OpenAIBackend):
     label = N_("the embedded engine")
     managed = True
     stops_on_disconnect = False  # llama-cpp-python finishes a non-streamed generation whatever the client does
+    answers_while_busy = False  # its server answers nothing else while it generates (one lock)
 
     def __init__(self, paths: list[Path], workdir: Path, ctx: int | None, port: int, idle_timeout: float) -> None:
         from homellm.engine.supervisor import EngineModel, EngineSupervisor

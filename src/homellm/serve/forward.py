@@ -146,8 +146,6 @@ class Forwarder:
                 self._give_back(ctx, lease)
                 raise
             router.succeeded(lease, ctx.model)
-            if router.metrics is not None:
-                router.metrics.backend_requests.labels(member.name).inc()
             return reply
 
     async def _lease(self, route: Route, ctx: Ctx, tried: frozenset[str]) -> Lease:

@@ -54,7 +54,7 @@ def model_key(name: str) -> str:
 
 @dataclass(frozen=True)
 class PoolOptions:
-    health_interval_s: float = 1.0
+    health_interval_s: float = 0.5
     breaker_failures: int = 3
     breaker_open_s: float = 30.0
     fair: bool = True
@@ -87,6 +87,8 @@ class Member:
     served: int = 0
     failures: int = 0
     checked_at: float | None = None
+    reads_seen: int = -1  # the backend's data arrivals at the last health check
+    answered: Any = None  # its requests counter in the metrics (a cached child)
     breaker: Breaker = field(default_factory=Breaker)
 
     def has(self, model: str) -> bool:
@@ -170,6 +172,11 @@ class Router:
         for m in members:
             self._add(m)
 
+    def use_metrics(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        for m in self.members:
+            m.answered = metrics.backend_requests.labels(m.name)
+
     @classmethod
     def of(cls, backend: Backend, options: PoolOptions | None = None, metrics: Metrics | None = None) -> Router:
         return cls([Member("default", backend)], options, metrics)
@@ -178,6 +185,8 @@ class Router:
 
     def _add(self, m: Member) -> None:
         m.breaker = Breaker(self.options.breaker_failures, self.options.breaker_open_s)
+        if self.metrics is not None:
+            m.answered = self.metrics.backend_requests.labels(m.name)
         self.members.append(m)
         self._reshape()
 
@@ -271,21 +280,30 @@ class Router:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 entries, ps = await m.backend.probe()
         except Exception as exc:
-            timed_out = isinstance(exc, TimeoutError)
-            detail = _("no answer within {s:g} s").format(s=PROBE_TIMEOUT) if timed_out else str(exc)
-            if timed_out and m.outstanding:
+            reads, m.reads_seen = m.reads_seen, m.backend.reads
+            alive = m.backend.reads != reads  # data came from it since the last check ended
+            hung = isinstance(exc, TimeoutError)
+            if hung and not m.backend.answers_while_busy and m.outstanding and alive:
+                # llama-cpp-python answers nothing else while it generates; tokens still came since the last
+                # check, so it is busy, not gone
                 m.detail = _("busy: the health check waited behind {n} requests").format(n=m.outstanding)
-                return  # llama.cpp servers answer nothing else while they generate: busy is not down
-            m.up, m.detail = False, detail[:300]
+                return
+            m.up = False
+            m.detail = (_("no answer within {s:g} s").format(s=PROBE_TIMEOUT) if hung else str(exc))[:300]
             m.checked_at = time.time()
             if was_up:
                 log.warning("pool: %s is down: %s", m.name, m.detail)
                 cause = exc.__cause__ if exc.__cause__ is not None else exc
-                if isinstance(cause, ConnectFailed) and m.outstanding:
-                    await m.backend.abort()  # its machine is gone: fail (and retry) what waits on it now
+                # its machine is gone, or it hangs although it always answers checks: what waits on it now
+                # fails at once (and is retried elsewhere when nothing reached its client yet)
+                if isinstance(cause, ConnectFailed) or (hung and m.backend.answers_while_busy):
+                    cut = m.backend.abort(_("{name} stopped answering").format(name=m.name))
+                    if cut:
+                        log.warning("pool: cut %d requests waiting on %s", cut, m.name)
             self._gauge(m)
             return
         m.learn(entries, ps)
+        m.reads_seen = m.backend.reads
         m.up, m.detail, m.checked_at = True, "", time.time()
         if not was_up:
             log.warning("pool: %s is up again", m.name)
@@ -300,12 +318,19 @@ class Router:
 
     def _best(self, model: str | None, exclude: frozenset[str]) -> Member | None:
         """The member a request for ``model`` goes to now, or None when each one that could is busy."""
+        wanted = None if model is None else model_key(model)
         best: Member | None = None
         best_rank: tuple[bool, int, float, float] | None = None
         for m in self.members:
-            if m.name in exclude or not m.free() or not m.usable() or (model is not None and not m.has(model)):
+            if (
+                (m.max_concurrency and m.outstanding >= m.max_concurrency)
+                or not m.up
+                or (wanted is not None and wanted not in m.names)
+                or (exclude and m.name in exclude)
+                or not m.breaker.allows()
+            ):
                 continue
-            rank = (not (model is not None and m.warm(model)), -m.priority, m.outstanding / m.weight,
+            rank = (wanted is None or wanted not in m.loaded, -m.priority, m.outstanding / m.weight,
                     m.served / m.weight)  # fmt: skip
             if best_rank is None or rank < best_rank:
                 best, best_rank = m, rank
@@ -347,11 +372,11 @@ class Router:
         self, model: str | None, key: str, priority: float = 1.0, exclude: frozenset[str] = frozenset()
     ) -> Lease:
         """A slot for a request: at once when a member is free, else after waiting in ``key``'s queue."""
-        self._available(model, exclude)
         best = self._best(model, exclude)
         if best is not None:
             self.queue.charge(key, priority)
             return self._lease(best)
+        self._available(model, exclude)
         o = self.options
         if self.queue.waiting(key) >= o.queue_per_key:
             self._rejected()
@@ -445,13 +470,16 @@ class Router:
         """The member answered (its headers came, or its whole answer): it has the model loaded now."""
         m = lease.member
         lease.decided = True
-        was = m.breaker.state
-        m.breaker.success()
-        if model is not None:
-            m.loaded.add(model_key(model))
-        if was != "closed":
+        breaker = m.breaker
+        if breaker.opened_at is not None:
             log.warning("pool: %s answered again; its circuit is closed", m.name)
+            breaker.success()
             self._gauge(m)
+        breaker.consecutive = 0
+        if model is not None and model not in m.loaded:
+            m.loaded.add(model_key(model))
+        if m.answered is not None:
+            m.answered.inc()
 
     def failed(self, lease: Lease, detail: str) -> None:
         """The member failed this request: down until a health check passes; its breaker counts it."""

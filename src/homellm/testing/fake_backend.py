@@ -394,12 +394,13 @@ def make_app(kind: str, script: Script, rec: Recorder, control: bool = False) ->
         return endpoint
 
     async def scripted(request: Request) -> Response:
-        """GET: the generations asked for so far; POST: new values for the script's fields."""
+        """GET: the generations asked for so far (``?since=N``: from the N-th on); POST: new script values."""
         if request.method == "POST":
             for name, value in (await request.json()).items():
                 if name in ("tokens", "delay", "models", "loaded", "status", "paused", "fail_after", "stall_after"):
                     setattr(script, name, value)
-        return JSONResponse({"arrivals": rec.arrivals, "completed": rec.completed})
+        since = int(request.query_params.get("since", "0"))
+        return JSONResponse({"arrivals": rec.arrivals[since:], "count": len(rec.arrivals), "completed": rec.completed})
 
     routes = [
         *([Route("/__script__", scripted, methods=["GET", "POST"])] if control else []),

@@ -137,21 +137,28 @@ class ScriptedBackend(Process):
         super().__init__(cmd, log)
         self.wait_ready()
 
-    def script(self, **changes: Any) -> dict[str, Any]:
-        """Change the running server's script (``status=503``, ``loaded=[...]``, ``delay``...); returns
-        what it has seen: ``{"arrivals": [{"path", "model", "tag"}, ...], "completed": n}``."""
+    def script(self, since: int = 0, **changes: Any) -> dict[str, Any]:
+        """Change the running server's script (``status=503``, ``loaded=[...]``, ``paused``...); returns
+        what it has seen: ``{"arrivals": [{"path", "model", "tag"}, ...] (from the ``since``-th on),
+        "count": n, "completed": n}``."""
         import json
         import urllib.request
 
         data = json.dumps(changes).encode() if changes else None
-        req = urllib.request.Request(self.url + "/__script__", data=data, method="POST" if changes else "GET")
+        req = urllib.request.Request(f"{self.url}/__script__?since={since}", data=data,
+                                     method="POST" if changes else "GET")  # fmt: skip
         with urllib.request.urlopen(req, timeout=10) as resp:
             seen: dict[str, Any] = json.loads(resp.read())
             return seen
 
-    def arrivals(self) -> list[dict[str, str]]:
-        found: list[dict[str, str]] = self.script()["arrivals"]
+    def arrivals(self, since: int = 0) -> list[dict[str, str]]:
+        """The generations it was asked for, in order (from the ``since``-th on)."""
+        found: list[dict[str, str]] = self.script(since)["arrivals"]
         return found
+
+    def count(self) -> int:
+        """How many generations it was asked for so far."""
+        return int(self.script(2**31)["count"])
 
     def wait_ready(self, timeout: float = 60) -> None:
         wait_for(lambda: accepts("127.0.0.1", self.port), timeout, f"the {self.kind} backend", self)
