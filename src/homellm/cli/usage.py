@@ -13,7 +13,7 @@ from homellm.i18n import _
 
 
 def usage(
-    by: str = typer.Option("key", "--by", help="Group by key, model or day."),
+    by: str = typer.Option("key", "--by", help="Group by key, model, day or backend (the pool member that answered)."),
     since: str | None = typer.Option(None, "--since", help="7d, 24h or a date like 2026-11-01."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     quota: bool = typer.Option(False, "--quota", help=_("Only today's use of each key's daily quota.")),

@@ -82,6 +82,7 @@ class EngineBackend(OpenAIBackend):
 
     async def start(self) -> None:
         await self.supervisor.start()
+        await asyncio.to_thread(lambda: self._headers)  # read the GGUF headers off the event loop, once
 
     async def close(self) -> None:
         await self.supervisor.stop()

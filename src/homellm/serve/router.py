@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("homellm.gateway")
 PROBE_TIMEOUT = 1.0  # a health check that takes longer marks an idle backend down
+FIRST_PROBE_TIMEOUT = 5.0
 
 
 def model_key(name: str) -> str:
@@ -214,8 +215,8 @@ class Router:
     async def start(self) -> None:
         await asyncio.gather(*(m.backend.start() for m in self.members))
         self._started = True
-        if self.pooled:
-            await asyncio.gather(*(self._check(m) for m in self.members))
+        if self.pooled:  # the first look is patient: backends (and this machine) may be busy starting
+            await asyncio.gather(*(self._check(m, FIRST_PROBE_TIMEOUT) for m in self.members))
         self._reshape()
         if self.watch is not None:
             joined = await self.watch()
@@ -260,7 +261,7 @@ class Router:
                 continue
             await m.backend.start()
             self._add(m)
-            await self._check(m)
+            await self._check(m, FIRST_PROBE_TIMEOUT)
             log.warning("pool: %s joined the pool", m.name)
         self._reshape()
         self._dispatch()
@@ -272,12 +273,12 @@ class Router:
             await asyncio.sleep(self.options.health_interval_s)
             await self._check(m)
 
-    async def _check(self, m: Member) -> None:
+    async def _check(self, m: Member, timeout: float = PROBE_TIMEOUT) -> None:
         from homellm.serve.upstream import ConnectFailed
 
         was_up = m.up
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT):
+            async with asyncio.timeout(timeout):
                 entries, ps = await m.backend.probe()
         except Exception as exc:
             reads, m.reads_seen = m.reads_seen, m.backend.reads
@@ -289,7 +290,7 @@ class Router:
                 m.detail = _("busy: the health check waited behind {n} requests").format(n=m.outstanding)
                 return
             m.up = False
-            m.detail = (_("no answer within {s:g} s").format(s=PROBE_TIMEOUT) if hung else str(exc))[:300]
+            m.detail = (_("no answer within {s:g} s").format(s=timeout) if hung else str(exc))[:300]
             m.checked_at = time.time()
             if was_up:
                 log.warning("pool: %s is down: %s", m.name, m.detail)

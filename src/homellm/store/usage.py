@@ -95,7 +95,8 @@ class UsageWriter:
         self.db.close()
 
 
-_GROUPS = {"key": "COALESCE(key_name, '(none)')", "model": "COALESCE(model, '-')", "day": "date(ts, 'unixepoch')"}
+_GROUPS = {"key": "COALESCE(key_name, '(none)')", "model": "COALESCE(model, '-')", "day": "date(ts, 'unixepoch')",
+           "backend": "COALESCE(backend, '-')"}  # fmt: skip
 
 
 def summarize(db: sqlite3.Connection, by: str = "key", since: float | None = None) -> list[dict[str, Any]]:
