@@ -5,8 +5,8 @@
 1. Fairness. One scripted backend that runs one request at a time (``max_concurrency = 1``), each
    request one service time long. A heavy key keeps 200 requests outstanding (closed loop: each answer
    is followed by a new request); a light key sends one request at a time. Its wait is the gateway's own
-   ``queue_ms`` from the usage log, and also counted in requests: how many the backend started between
-   the light request being sent and its start. Once with fair queueing, once first come first served.
+   ``queue_ms`` from the usage log, and also counted in requests: how many the queue served before it
+   while it waited (the log's ``queue_position``). Once with fair queueing, once first come first served.
    Goal: the light key's p99 wait is at most one service time with fair queueing.
 2. Failover. Two scripted backends with the model loaded, a primary (priority 10) and a backup; a
    client sends a request every 20 ms. The primary is killed (``kill -9``: a crash, its port refuses),
@@ -79,7 +79,7 @@ class Fairness:
     mode: str
     service_ms: float
     waits_ms: list[float]
-    ahead: list[int]
+    ahead: list[int]  # requests served before each light one while it waited (the gateway's count)
     heavy_done: int
 
 
@@ -132,14 +132,15 @@ def fairness(tmp: Path, fair: bool, heavy: int, light: int) -> Fairness:
         GatewayProcess(home, requests_per_minute=0, max_streams_per_key=0, max_connections_per_ip=0,
                        fair_queueing=fair, queue_per_key=heavy + 10) as gateway,
     ):  # fmt: skip
-        ahead, done = asyncio.run(_flood_and_light(gateway, backend, keys, heavy, light))
+        _sent_to_start, done = asyncio.run(_flood_and_light(gateway, backend, keys, heavy, light))
         gateway.stop()
         rows = gateway.usage("key_name IN ('heavy', 'light') AND status = 200")
     light_rows = [r for r in rows if r["key_name"] == "light"]
     # one service time: the time a request holds the backend's slot (all requests here are the same work);
     # the light requests' own, which no measurement window biases
     service = statistics.median(r["duration_ms"] - (r["queue_ms"] or 0) for r in light_rows)
-    return Fairness(mode, service, [r["queue_ms"] or 0.0 for r in light_rows], ahead, done)
+    served_ahead = [r["queue_position"] or 0 for r in light_rows]
+    return Fairness(mode, service, [r["queue_ms"] or 0.0 for r in light_rows], served_ahead, done)
 
 
 # ---- 2. failover -------------------------------------------------------------------------------
@@ -303,7 +304,7 @@ def main() -> int:
             table = Table(title=f"Light key's wait under a heavy key's flood ({args.heavy} outstanding), one slot",
                           title_justify="left")  # fmt: skip
             for col in ("queueing", "service time", "light p50 wait", "light p99 wait", "p99 in service times",
-                        "served ahead p50 / p99 / max", "samples"):  # fmt: skip
+                        "served ahead while waiting p50 / p99 / max", "samples"):  # fmt: skip
                 table.add_column(col, justify="left" if col == "queueing" else "right")
             for fair, n in ((True, args.light), (False, args.light_fifo)):
                 f = fairness(tmp, fair, args.heavy, n)

@@ -29,7 +29,7 @@ class Ticket(Generic[T]):
     start: float
     seq: int
     item: T
-    served_before: int = field(default=0)  # how many requests were served when this one queued
+    served_before: int = field(default=0)  # how many requests the queue had served when this one joined it
 
 
 class FairQueue(Generic[T]):

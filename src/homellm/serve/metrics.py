@@ -35,7 +35,7 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )  # fmt: skip
         self.queue_position = Histogram(
-            "homellm_queue_position", "Requests ahead of a request when it started to wait", registry=self.registry,
+            "homellm_queue_position", "Requests served before a request while it waited", registry=self.registry,
             buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256),
         )  # fmt: skip
         self.queue_rejected = Counter("homellm_queue_rejected", "Requests refused: queue full or waited too long",

@@ -150,6 +150,7 @@ class _Waiter:
     exclude: frozenset[str]
     future: asyncio.Future[Lease]
     chosen: Member | None = None
+    ahead: int = 0  # requests taken from the queue before it while it waited
 
 
 class Router:
@@ -389,7 +390,6 @@ class Router:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(model, exclude, loop.create_future())
         ticket = self.queue.push(key, priority, waiter)
-        position = self.queue.position(ticket)
         enqueued = time.monotonic()
         self._queue_gauge()
         try:
@@ -414,10 +414,10 @@ class Router:
                 self._queue_gauge()
             raise
         lease.queue_ms = (time.monotonic() - enqueued) * 1000
-        lease.position = position
+        lease.position = waiter.ahead
         if self.metrics is not None:
             self.metrics.queue_wait.observe(lease.queue_ms / 1000)
-            self.metrics.queue_position.observe(position)
+            self.metrics.queue_position.observe(waiter.ahead)
         return lease
 
     @staticmethod
@@ -451,6 +451,7 @@ class Router:
             w = ticket.item
             if w.future.done() or w.chosen is None:
                 continue
+            w.ahead = self.queue.served - 1 - ticket.served_before
             w.future.set_result(self._lease(w.chosen))
         self._queue_gauge()
 

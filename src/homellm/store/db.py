@@ -104,7 +104,7 @@ def m006_quotas_and_pool(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE keys ADD COLUMN tokens_per_day INTEGER")  # NULL: no quota
     db.execute("ALTER TABLE keys ADD COLUMN requests_per_day INTEGER")
     db.execute("ALTER TABLE usage ADD COLUMN backend TEXT")
-    db.execute("ALTER TABLE usage ADD COLUMN queue_position INTEGER")  # requests ahead of it when it queued
+    db.execute("ALTER TABLE usage ADD COLUMN queue_position INTEGER")  # requests served before it while it queued
     db.execute("CREATE INDEX usage_key_ts ON usage(key_name, ts)")  # a key's use today, for its quota
 
 

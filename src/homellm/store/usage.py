@@ -31,7 +31,7 @@ class UsageRecord(NamedTuple):
     error: str | None = None
     queue_ms: float | None = None
     backend: str | None = None  # the pool member that answered
-    queue_position: int | None = None  # requests ahead of it when it had to wait for a backend
+    queue_position: int | None = None  # requests served before it while it waited for a backend
 
 
 _INSERT = (
