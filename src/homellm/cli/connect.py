@@ -141,7 +141,10 @@ def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool, 
 
     seen, gone = 0, 0
     try:
-        if not json_out:
+        if not json_out and worker:
+            err_console.print(_("[dim]waiting for the worker (Ctrl-C stops waiting; the code stays valid until "
+                                "{until})[/]").format(until=until))  # fmt: skip
+        elif not json_out:
             err_console.print(_("[dim]waiting for the device (Ctrl-C stops waiting; the code stays valid until "
                                 "{until})[/]").format(until=until))  # fmt: skip
         while True:
