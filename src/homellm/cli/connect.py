@@ -77,8 +77,10 @@ def pair(
         0, "--max-concurrency", help=_("With --worker: requests it runs at once (0: no cap).")
     ),
 ) -> None:
-    """On the server: print a one-time code (5 minutes, single use) for `homellm connect --code` (or, with
-    --worker, for `homellm join`), and wait."""
+    """On the server: print a one-time code (5 minutes, single use) for `homellm connect --code`, and wait.
+
+    With --worker, the code is for `homellm join` on a machine that offers its model server to the pool.
+    """
     import json
     import time
 

@@ -18,8 +18,10 @@ def usage(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     quota: bool = typer.Option(False, "--quota", help=_("Only today's use of each key's daily quota.")),
 ) -> None:
-    """Requests, tokens and latency per key, model or day (no prompt text unless log_prompts is on); then
-    today's use of the keys that have a daily quota."""
+    """Requests, tokens and latency per key, model, day or backend, and today's use of daily quotas.
+
+    No prompt text unless log_prompts is on.
+    """
     from homellm.cli.output import Col, narrow_table, when
     from homellm.settings import get_settings
     from homellm.store import open_database
