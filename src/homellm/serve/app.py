@@ -37,6 +37,8 @@ from homellm.serve.request import (
     json_reply,
 )
 from homellm.serve.request import text_reply as text
+from homellm.serve.router import Member, PoolOptions, Router
+from homellm.serve.tls import TlsFiles
 from homellm.settings import Settings
 from homellm.store import open_database
 from homellm.store.db import database_path
@@ -52,14 +54,17 @@ class Gateway:
     def __init__(
         self,
         settings: Settings,
-        backend: Backend,
+        backend: Backend | Router,
         fingerprint: str | None = None,
         advertiser: Advertiser | None = None,
     ) -> None:
         self.settings = settings
         self.fingerprint = fingerprint
         self.advertiser = advertiser
-        self.backend = backend
+        # one backend, or a pool of them (serve/router.py); workers that join later make it a pool
+        options = PoolOptions.from_settings(settings)
+        self.router = backend if isinstance(backend, Router) else Router.of(backend, options)
+        self.backend = self.router.members[0].backend  # the only one, or the pool's first
         path = database_path(settings.home)
         self.db = open_database(settings.home)
         self.keys = KeyStore(self.db)
@@ -71,9 +76,17 @@ class Gateway:
         self.usage = UsageWriter(path)
         self.metrics = Metrics()
         self.checks = Checks(settings, self.key_cache)
-        self.fields = FieldPolicy(llama_extras=backend.kind == "openai")
-        self.forward = Forwarder(settings, backend)
+        self.fields = FieldPolicy(llama_extras="openai" in self.router.kinds())
+        self.forward = Forwarder(settings, self.router)
         self.accounting = Accounting(self.usage, self.metrics)
+        from homellm.serve.quota import Quotas
+        from homellm.store.workers import Workers
+
+        self.quotas = Quotas(self.db)
+        self.workers = Workers(self.db)
+        self._workers_seen: tuple[int, float, int] | None = None
+        self.router.use_metrics(self.metrics)
+        self.router.watch = self._joined
         from homellm.web import WebApp
 
         self.web = WebApp(self)  # /app/: the web app, and its session cookies as a way to authenticate
@@ -124,6 +137,10 @@ class Gateway:
                 language.__exit__()
             self.metrics.active.dec()
             self.checks.release(ctx)
+            if ctx.lease is not None:
+                ctx.lease.release()
+            if ctx.quota:
+                self.quotas.finish(ctx)
             self.accounting.finish(ctx)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -131,7 +148,7 @@ class Gateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.backend.start()
+                    await self.router.start()
                     if self.advertiser is not None:
                         await self.advertiser.start()
                 except Exception as exc:
@@ -141,7 +158,7 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown":
                 if self.advertiser is not None:
                     await self.advertiser.stop()
-                await self.backend.close()
+                await self.router.close()
                 self.usage.close()
                 self.key_cache.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -193,6 +210,7 @@ class Gateway:
                 ctx.prompt = _prompt_text(body)
         if route.inference:
             await self.forward.check_exists(ctx)
+            self.quotas.admit(ctx)
             checks.acquire(ctx)
         return await self.forward.dispatch(route, ctx, receive)
 
@@ -201,9 +219,34 @@ class Gateway:
         from homellm.serve import pairing
 
         body = pairing.parse_body(ctx.raw)
+        join = pairing.JoinContext(self.workers, lambda: self.link_identity().cert.read_text())
         status, answer = pairing.handle(ctx.path, body, ctx.client_ip, self.pairing, self.keys, self.pair_sessions,
-                                        self.fingerprint)  # fmt: skip
+                                        self.fingerprint, join)  # fmt: skip
         return json_reply(answer, status)
+
+    # ---- machines that joined (homellm join) ----------------------------------------------
+
+    def link_identity(self) -> TlsFiles:
+        """The certificate this gateway presents to its workers (a TLS client certificate, made once)."""
+        from homellm.pool.worker_link import link_identity
+
+        return link_identity(self.settings.home / "tls" / "link", "homellm main gateway", client=True)
+
+    async def _joined(self) -> list[Member] | None:
+        """The joined workers as pool members, when they changed since the last look (else None)."""
+        from homellm.pool.members import worker_member
+
+        seen = self.workers.version()
+        if seen == self._workers_seen:
+            return None
+        self._workers_seen = seen
+        workers = self.workers.list()
+        if not workers:
+            return []
+        identity = self.link_identity()
+        joined = [worker_member(w, identity, self.settings.idle_timeout_s) for w in workers]
+        self.fields = FieldPolicy(llama_extras="openai" in self.router.kinds() | {m.backend.kind for m in joined})
+        return joined
 
 
 def _client_ended(scope: Scope, ctx: Ctx) -> None:

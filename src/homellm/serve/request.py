@@ -13,6 +13,7 @@ from homellm.errors import GatewayError
 
 if TYPE_CHECKING:
     from homellm.serve.policy import Front, Route
+    from homellm.serve.router import Lease
     from homellm.store.keys import ApiKey
 
 Scope = dict[str, Any]
@@ -40,6 +41,8 @@ class Stats:
     error: str | None = None  # why an answer ended early (backend died, went silent, client stopped reading)
     error_status: int | None = None
     queue_ms: float | None = None
+    queue_position: int | None = None
+    backend: str | None = None  # the pool member that answered (None with a single backend)
 
     def mark_first(self) -> None:
         if self.first_token_at is None:
@@ -75,6 +78,8 @@ class Ctx:
     stats: Stats = field(default_factory=Stats)
     started: float = field(default_factory=time.perf_counter)
     response_started: bool = False
+    lease: Lease | None = None  # a pool backend's slot, held until the answer ends
+    quota: bool = False  # counted as running against its key's daily quota
 
 
 def header_map(scope: Scope) -> dict[str, str]:

@@ -35,8 +35,10 @@ def format_fingerprint(hexdigest: str) -> str:
 
 
 def generate_self_signed(
-    cert_path: Path, key_path: Path, dns_names: list[str], ips: list[str], days: int = 825
+    cert_path: Path, key_path: Path, dns_names: list[str], ips: list[str], days: int = 825, client: bool = False
 ) -> None:
+    """A self-signed leaf for a server, or with ``client`` for a TLS client (the main gateway's side of a
+    worker link: OpenSSL refuses a client certificate whose extended key usage says server only)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -74,7 +76,12 @@ def generate_self_signed(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     from homellm.store.db import private_folder
