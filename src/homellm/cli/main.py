@@ -2,8 +2,8 @@
 :class:`~homellm.errors.HomeLLMError` into one line and an exit code.
 
 The language comes first because help texts are translated when the command modules are imported:
-``--lang ja|en`` (before the command), else the locale variables (``LANGUAGE``, ``LC_ALL``,
-``LC_MESSAGES``, ``LANG``), else English.
+``--lang ja|en`` (before the command), else ``HOMELLM_LANG``, else the locale variables (``LANGUAGE``,
+``LC_ALL``, ``LC_MESSAGES``, ``LANG``), else the system's locale (Windows sets no variable), else English.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ def main() -> None:
     import typer
 
     from homellm.errors import HomeLLMError
-    from homellm.i18n import _, language_from_env, set_language
+    from homellm.i18n import _, language_from_env, set_language, system_locale
 
     # the locale variables belong to the OS, read here as gettext itself would
-    set_language(language_from_argv(sys.argv[1:]) or language_from_env(dict(os.environ)))
+    set_language(language_from_argv(sys.argv[1:]) or language_from_env(dict(os.environ), system_locale()))
     try:  # Typer 0.2x vendors Click; its exceptions are Typer's own classes
         from typer._click import exceptions as cx
     except ImportError:  # pragma: no cover - a Typer on the public Click
