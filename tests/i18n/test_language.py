@@ -3,6 +3,12 @@ including the names Windows gives its locales (it sets no LANG)."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from homellm.i18n import language_from_accept, language_from_env, normalize
@@ -49,3 +55,18 @@ def test_accept_language() -> None:
     assert language_from_accept("fr-FR, de;q=0.5") == "en"
     assert language_from_accept("en;q=0.1, ja;q=0.2") == "ja"
     assert language_from_accept("ja;q=abc, en;q=0.5") == "en"
+
+
+def test_japanese_help_folds_instead_of_cutting(tmp_path: Path) -> None:
+    """Japanese has no spaces to wrap at: at 80 columns a long option help must fold, not end in '…'."""
+    env = {**os.environ, "COLUMNS": "80", "HOMELLM_HOME": str(tmp_path), "LANG": "ja_JP.UTF-8"}
+    env.pop("HOMELLM_LANG", None)
+    for command in (["pair"], ["keys", "create"]):
+        r = subprocess.run([sys.executable, "-m", "homellm", *command, "--help"], capture_output=True, text=True,
+                           env=env, timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "…" not in r.stdout, r.stdout
+        assert re.search(r"[\u3040-\u30ff]", r.stdout), r.stdout  # kana: the help is in Japanese
+    english = subprocess.run([sys.executable, "-m", "homellm", "--lang", "en", "pair", "--help"], capture_output=True,
+                             text=True, env=env, timeout=60)  # fmt: skip
+    assert "one-time code" in english.stdout and not re.search(r"[\u3040-\u30ff]", english.stdout)
