@@ -79,7 +79,7 @@ def penalty_note(spec: ModelSpec, quant: str, catalog: Catalog) -> str:
     if mix.kld == 0 or mix.name == spec.published_precision:
         return _("{quant}: no loss against the published weights").format(quant=mix.name)
     smaller = 1 - 2 ** -quant_penalty(quant, catalog)
-    return _("{quant}: KL divergence {kld:.3f} from BF16, about a {pct:.0%} smaller model").format(
+    return _("{quant}: KL divergence {kld:.3f} from BF16, a loss worth about {pct:.0%} fewer parameters").format(
         quant=mix.name, kld=mix.kld, pct=smaller
     )
 
