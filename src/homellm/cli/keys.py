@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 import typer
 
 from homellm.cli.output import console, literal, print_json, when
-from homellm.i18n import _
+from homellm.i18n import N_, _
 
 if TYPE_CHECKING:
     from homellm.store.keys import ApiKey, KeyStore
 
 TokensOpt = typer.Option(None, "--tokens-per-day", help=_("Prompt and completion tokens a day (UTC); beyond: 429."))
 RequestsOpt = typer.Option(None, "--requests-per-day", help=_("Requests a day (UTC); beyond: 429."))
+PRIORITY_HELP = N_("Its weight when requests wait for a backend: 2 is served twice as often as 1 (1-100).")
+
 app = typer.Typer(help="Create, list and revoke API keys (one per person or device).", no_args_is_help=True)
 
 
@@ -35,7 +37,7 @@ def create(
     expires: str | None = typer.Option(None, "--expires", help="Lifetime, e.g. 30d, 12h, 2w."),
     tokens_per_day: int | None = TokensOpt,
     requests_per_day: int | None = RequestsOpt,
-    priority: int = typer.Option(1, "--priority", help=_("Its weight when requests wait for a backend: 2 is served twice as often as 1 (1-100).")),
+    priority: int = typer.Option(1, "--priority", help=_(PRIORITY_HELP)),
     json_out: bool = typer.Option(False, "--json", help='Print {"name": ..., "key": ...}.'),
 ) -> None:
     """Create a key. It is shown once; homellm keeps only its hash."""
@@ -74,7 +76,7 @@ def set_limits(
     name: str = typer.Argument(..., help="The key's name."),
     tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help=_("Tokens a day (0: no quota).")),
     requests_per_day: int | None = typer.Option(None, "--requests-per-day", help=_("Requests a day (0: no quota).")),
-    priority: int | None = typer.Option(None, "--priority", help=_("Its weight when requests wait for a backend: 2 is served twice as often as 1 (1-100).")),
+    priority: int | None = typer.Option(None, "--priority", help=_(PRIORITY_HELP)),
 ) -> None:
     """Change a key's daily quotas or its priority in the queue (the gateway applies it within a second)."""
     from homellm.errors import UsageError

@@ -61,6 +61,9 @@ def parameter_size(n: int) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
 
+DEATH_CHECKS, DEATH_CHECK_S = 10, 0.02  # up to 0.2 s for a dying engine to be reaped
+
+
 class EngineBackend(OpenAIBackend):
     label = N_("the embedded engine")
     managed = True
@@ -94,13 +97,19 @@ class EngineBackend(OpenAIBackend):
                 503, _("the engine is starting or restarting; retry in a few seconds"), headers={"Retry-After": "5"}
             )
 
-    def failure(self, exc: BaseException) -> GatewayError:
-        """A connection refused because the engine just died is a restart in progress (503), not a 502."""
+    async def failure(self, exc: BaseException) -> GatewayError:
+        """A connection refused or cut because the engine just died is a restart in progress (503), not a 502.
+
+        A killed process's sockets close before it can be reaped, so its exit is waited for a moment."""
         proc = self.supervisor.process
+        for _wait in range(DEATH_CHECKS):
+            if proc is None or proc.poll() is not None:
+                break
+            await asyncio.sleep(DEATH_CHECK_S)
         if (proc is not None and proc.poll() is not None) or not self.supervisor.ready:
             return BackendDown(503, _("the engine is restarting after a crash; retry in a few seconds"),
                                headers={"Retry-After": "5"})  # fmt: skip
-        return super().failure(exc)
+        return await super().failure(exc)
 
     def _model(self, name: str) -> EngineModel | None:
         base = name.removesuffix(":latest")
