@@ -1,0 +1,128 @@
+"""Every user-facing string goes through the gettext catalog, and every message has a Japanese translation.
+
+The first test reads the source (ast): a string with letters in a place a user reads (printed, raised as
+an error, a help text, a table header, a doctor finding) must be the argument of ``_()``/``N_()``. The
+others check the catalog: every message extracted from the code is translated into Japanese, and the
+compiled catalog that ships is the current one (``python scripts/i18n.py`` fixes both).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "src" / "homellm"
+# modules whose text is not shown to users: test and benchmark support, catalog data loaders
+NOT_USER_FACING = {"testing", "catalog/data"}
+
+# calls whose first (or named) argument a user reads
+PRINTERS = {"print", "echo", "write", "say", "confirm", "prompt"}
+ERRORS = re.compile(r"(Error|Failed|Mismatch|Refused|Exit)$")
+FIELD_ARGS = {"help", "title", "detail", "fix", "message"}
+LETTERS = re.compile(r"[A-Za-z]{2,}")
+# Rich markup tags ([dim], [bold red], [/]) are styling, not words
+MARKUP = re.compile(r"\[/?[a-z #0-9.,_-]*\]")
+
+
+def strip_markup(text: str) -> str:
+    return MARKUP.sub("", text)
+
+
+def _literal_text(node: ast.expr) -> str | None:
+    """The constant text of a str or f-string node (placeholders removed), else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
+    return None
+
+
+def _func_name(call: ast.Call) -> str:
+    f = call.func
+    if isinstance(f, ast.Attribute):
+        return f.attr
+    if isinstance(f, ast.Name):
+        return f.id
+    return ""
+
+
+def _user_facing_arguments(call: ast.Call) -> Iterator[ast.expr]:
+    name = _func_name(call)
+    if name in PRINTERS or ERRORS.search(name) or name in ("Finding", "Step", "Col", "add_column"):
+        if call.args:
+            yield call.args[0]
+        if name in ("GatewayError",) and len(call.args) > 1:
+            yield call.args[1]
+        if name in ("Finding", "Step"):
+            yield from call.args[1:]
+    for kw in call.keywords:
+        if kw.arg in FIELD_ARGS:
+            yield kw.value
+
+
+def untranslated(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or _func_name(node) in ("_", "N_", "ngettext"):
+            continue
+        for arg in _user_facing_arguments(node):
+            text = _literal_text(arg)
+            if text is not None and LETTERS.search(strip_markup(text)):
+                found.append(f"{path.relative_to(ROOT)}:{arg.lineno}: {text[:70]!r}")
+    return found
+
+
+def _sources() -> list[Path]:
+    return [p for p in sorted(PACKAGE.rglob("*.py"))
+            if not any(part in str(p.relative_to(PACKAGE)) for part in NOT_USER_FACING)]  # fmt: skip
+
+
+def test_no_user_facing_string_bypasses_the_catalog() -> None:
+    problems = [line for p in _sources() for line in untranslated(p)]
+    assert not problems, f"{len(problems)} strings a user reads are not in the catalog:\n" + "\n".join(problems)
+
+
+def test_the_lint_finds_what_it_should() -> None:
+    """The check above cannot pass vacuously: it flags the shapes it is meant to flag."""
+    sample = ROOT / "tests" / "i18n" / "_sample.py"
+    sample.write_text(
+        'from homellm.i18n import _\n'
+        'console.print("hello there")\n'
+        'raise UsageError(f"no such file: {p}")\n'
+        'x = typer.Option(None, help="Some help.")\n'
+        'console.print(_("fine"))\n'
+        'console.print(f"  {url}")\n'
+    )
+    try:
+        found = untranslated(sample)
+    finally:
+        sample.unlink()
+    assert [f.split(": ", 1)[1] for f in found] == ["'hello there'", "'no such file: '", "'Some help.'"]
+
+
+def test_every_message_has_a_japanese_translation_and_the_catalog_is_compiled() -> None:
+    pytest.importorskip("babel")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "i18n.py"), "--check"], capture_output=True,
+                       text=True, cwd=ROOT)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def test_japanese_is_what_the_cli_speaks_when_asked(tmp_path: Path) -> None:
+    import os
+
+    exe = str(Path(sys.executable).with_name("homellm"))
+    env = {**os.environ, "HOMELLM_HOME": str(tmp_path), "LANG": "ja_JP.UTF-8", "COLUMNS": "200"}
+    r = subprocess.run([exe, "keys", "revoke", "nobody"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "エラー" in r.stderr, r.stderr
+    r = subprocess.run([exe, "--lang", "en", "keys", "revoke", "nobody"], capture_output=True, text=True, env=env)
+    assert "error:" in r.stderr
+    helped = subprocess.run([exe, "--lang", "ja", "--help"], capture_output=True, text=True, env=env).stdout
+    assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", helped)
