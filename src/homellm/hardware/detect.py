@@ -11,6 +11,7 @@ from homellm.catalog import Catalog, normalize
 from homellm.catalog.schema import GpuSpec
 from homellm.errors import UsageError
 from homellm.hardware.types import GIB, GpuDevice, HardwareProfile
+from homellm.i18n import _
 
 
 def match_catalog(gpu: GpuDevice, catalog: Catalog) -> GpuDevice:
@@ -120,7 +121,7 @@ def apply_overrides(
         notes = [n for n in notes if not n.startswith("no GPU detected") and "not in the catalog" not in n]
     if vram_gib is not None:
         if vram_gib <= 0:
-            raise UsageError("--vram must be a positive number of GiB")
+            raise UsageError(_("--vram must be a positive number of GiB"))
         if gpus:
             gpus = [replace(g, memory_bytes=int(vram_gib * GIB), free_bytes=None, origin="--vram") for g in gpus]
         else:
@@ -138,7 +139,7 @@ def apply_overrides(
     available = hw.ram_available_bytes
     if ram_gib is not None:
         if ram_gib <= 0:
-            raise UsageError("--ram must be a positive number of GiB")
+            raise UsageError(_("--ram must be a positive number of GiB"))
         ram, available = int(ram_gib * GIB), None
     unified = [g for g in gpus if g.unified]
     if unified and gpu_names:
