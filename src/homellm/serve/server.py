@@ -66,9 +66,9 @@ def check_exposure_rules(settings: Settings, active_keys: int) -> list[str]:
         return warnings
     problems = []
     if not settings.tls_enabled:
-        problems.append("TLS is off")
+        problems.append(_("TLS is off"))
     if active_keys == 0:
-        problems.append("there is no API key (create one: homellm keys create NAME)")
+        problems.append(_("there is no API key (create one: homellm keys create NAME)"))
     if problems and not settings.insecure:
         raise UsageError(
             _("refusing to listen on {host}: {problems}; fix that, or pass --insecure if you really mean it").format(
@@ -76,7 +76,7 @@ def check_exposure_rules(settings: Settings, active_keys: int) -> list[str]:
             )
         )
     for p in problems:
-        warnings.append(f"INSECURE: listening on {settings.host} although {p}")
+        warnings.append(_("INSECURE: listening on {host} although {problem}").format(host=settings.host, problem=p))
     return warnings
 
 

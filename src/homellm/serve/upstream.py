@@ -25,8 +25,6 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from homellm.i18n import _
-
 IDLE_REUSE = 2.0  # uvicorn-based backends (llama-cpp-python) close idle keep-alive connections after 5 s
 HIGH_WATER = 16  # chunks buffered before reading from the backend pauses
 MAX_HEADER_BYTES = 64 * 1024
@@ -87,7 +85,7 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES:
-            raise httptools.HttpParserError(_("headers too large"))
+            raise httptools.HttpParserError("headers too large")
         if self.response is not None:
             self.response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
@@ -273,16 +271,12 @@ class Upstream:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _transport, conn = await loop.create_connection(
+                _, conn = await loop.create_connection(
                     lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
                     server_hostname=self.host if self.ssl else None,
                 )  # fmt: skip
         except TimeoutError:
-            raise ConnectFailed(
-                _("no answer from {host}:{port} within {connect_timeout:g} s").format(
-                    host=self.host, port=self.port, connect_timeout=self.connect_timeout
-                )
-            ) from None
+            raise ConnectFailed(f"no answer from {self.host}:{self.port} within {self.connect_timeout:g} s") from None
         except (OSError, ssl.SSLError) as exc:
             raise ConnectFailed(str(exc)) from exc
         self._all.add(conn)
