@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from homellm.cli.output import GIB, console, err_console, gib, print_json
-from homellm.i18n import _
+from homellm.i18n import N_, _
 
 if TYPE_CHECKING:
     from homellm.catalog import Catalog
@@ -79,9 +79,18 @@ def models(
     if scores:
         rows = [(m.id, *_score_cells(m.benchmarks)) for m in catalog.models if m.benchmarks]
         rows += [(f"{name} (cloud)", *_score_cells(s)) for name, s in catalog.cloud_scores.items()]
-        _print_table("Published scores (sources: homellm models --scores --json)", ("model", *BENCHMARKS), rows)
+        _print_table(_("Published scores (sources: homellm models --scores --json)"), (N_("model"), *BENCHMARKS), rows)
         return
-    columns = ("id", "params>", "active>", "context>", "quants", "日本語", "uses", "license")
+    columns = (
+        N_("id"),
+        N_("params>"),
+        N_("active>"),
+        N_("context>"),
+        N_("quants"),
+        N_("日本語"),
+        N_("uses"),
+        N_("license"),
+    )
     rows = [
         (
             m.id,
@@ -95,7 +104,7 @@ def models(
         )
         for m in catalog.models
     ]
-    _print_table("Models (id = Ollama tag)", columns, rows, drop=("license", "active>", "uses", "context>"))
+    _print_table(_("Models (id = Ollama tag)"), columns, rows, drop=("license", "active>", "uses", "context>"))
     if sources:
         _print_sources([(m.id, m.source) for m in catalog.models])
 
@@ -114,11 +123,21 @@ def gpus(
     if json_out:
         print_json([g.model_dump(mode="json") for g in catalog.gpus])
         return
-    columns = ("name", "memory>", "GB/s>", "FP16 TFLOPS>", "TDP>", "price (JPY)>", "price (USD)>", "as of>")
+    columns = (
+        N_("name"),
+        N_("memory>"),
+        N_("GB/s>"),
+        N_("FP16 TFLOPS>"),
+        N_("TDP>"),
+        N_("price (JPY)>"),
+        N_("price (USD)>"),
+        N_("as of>"),
+    )
     rows = [
         (
             g.name,
-            f"{g.vram_gib:g} GB" + (f" unified ({g.usable_fraction:.0%} usable)" if g.unified_memory else ""),
+            f"{g.vram_gib:g} GB"
+            + (_(" unified ({usable:.0%} usable)").format(usable=g.usable_fraction) if g.unified_memory else ""),
             f"{g.bandwidth_gbs:g}",
             f"{g.fp16_tflops:g}",
             f"{g.tdp_w} W",
@@ -128,7 +147,7 @@ def gpus(
         )
         for g in catalog.gpus
     ]
-    _print_table("GPUs", columns, rows, drop=("as of>", "TDP>", "price (USD)>", "FP16 TFLOPS>"))
+    _print_table(_("GPUs"), columns, rows, drop=("as of>", "TDP>", "price (USD)>", "FP16 TFLOPS>"))
     if sources:
         _print_sources([(g.name, g.source) for g in catalog.gpus])
 
@@ -137,10 +156,11 @@ def _print_table(
     title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]], drop: tuple[str, ...] = ()
 ) -> None:
     """A table readable at 80 columns; a column name ending in '>' is right-aligned, and the columns in
-    ``drop`` give way, in that order, when the terminal is too narrow for all of them."""
+    ``drop`` give way, in that order, when the terminal is too narrow for all of them. Column names are
+    message ids (marked with ``N_``), translated here."""
     from homellm.cli.output import Col, narrow_table
 
-    cols = [Col(c.rstrip(">"), right=c.endswith(">"), drop=drop.index(c) + 1 if c in drop else 0) for c in columns]
+    cols = [Col(_(c).rstrip(">"), right=c.endswith(">"), drop=drop.index(c) + 1 if c in drop else 0) for c in columns]
     console.print(narrow_table(cols, [list(r) for r in rows], title=title))
 
 
@@ -224,25 +244,28 @@ def _print_fit(r: FitResult) -> None:
     buffers.add_column(_("how it is sized"))
     kv = r.params
     rows = [
-        ("weights", r.weights_bytes, "tensor table" + (" of the file" if r.model.path else f" under {r.model.quant}")),
-        ("KV cache", r.kv_cache_bytes, f"{kv.kv_type} K+V, {kv.n_ctx:,} cells x {kv.parallel} seq, exact"),
-        ("compute", r.compute_bytes, f"worst-case graph, ubatch {kv.n_ubatch}, flash-attn {_on(kv.flash_attn)}"),
-        ("output", r.output_bytes, "logits of one token per sequence"),
-        ("overhead", r.overhead_bytes, "stated: 512 MiB per discrete GPU runtime + 256 MiB host process"),
-        ("total", r.total_bytes, ""),
+        (N_("weights"), r.weights_bytes, _("tensor table of the file") if r.model.path
+         else _("tensor table under {quant}").format(quant=r.model.quant)),
+        (N_("KV cache"), r.kv_cache_bytes, _("{kv_type} K+V, {n_ctx:,} cells x {parallel} seq, exact").format(
+            kv_type=kv.kv_type, n_ctx=kv.n_ctx, parallel=kv.parallel)),
+        (N_("compute"), r.compute_bytes, _("worst-case graph, ubatch {ubatch}, flash-attn {on}").format(
+            ubatch=kv.n_ubatch, on=_on(kv.flash_attn))),
+        (N_("output"), r.output_bytes, _("logits of one token per sequence")),
+        (N_("overhead"), r.overhead_bytes, _("stated: 512 MiB per discrete GPU runtime + 256 MiB host process")),
+        (N_("total"), r.total_bytes, ""),
     ]  # fmt: skip
     for name, size, how in rows:
-        buffers.add_row(name, gib(size), how)
+        buffers.add_row(_(name), gib(size), how)
     console.print(buffers)
     devices = Table(title=_("Placement"), title_justify="left")
-    for col in ("device", "layers", "used", "capacity", ""):
-        devices.add_column(col, justify="right" if col in ("used", "capacity") else "left")
+    for col in (N_("device"), N_("layers"), N_("used"), N_("capacity"), ""):
+        devices.add_column(_(col) if col else "", justify="right" if col in ("used", "capacity") else "left")
     for d in r.devices:
         if d.kind == "gpu" and not d.layers and not d.weights_bytes:
             continue
-        mark = "[green]ok[/]" if d.fits else "[red]over[/]"
+        mark = _("[green]ok[/]") if d.fits else _("[red]over[/]")
         layers = f"{len(d.layers)}" + (
-            " + output" if d.kind == "gpu" and d.output_bytes == 0 and d.compute_bytes else ""
+            _(" + output") if d.kind == "gpu" and d.output_bytes == 0 and d.compute_bytes else ""
         )
         devices.add_row(d.name, layers, gib(d.used_bytes), gib(d.capacity_bytes), mark)
     console.print(devices)
@@ -532,18 +555,20 @@ def buy(
     from rich.table import Table
 
     table = Table(title_justify="left")
-    for col in ("", "GPU", "total price", "VRAM used", "decode", "build"):
-        table.add_column(col, justify="right" if col in ("total price", "VRAM used", "decode") else "left")
+    for col in ("", N_("GPU"), N_("total price"), N_("VRAM used"), N_("decode"), N_("build")):
+        table.add_column(
+            _(col) if col else "", justify="right" if col in ("total price", "VRAM used", "decode") else "left"
+        )
     for i, o in enumerate(options[:8]):
         vram_used = sum(d.used_bytes for d in o.fit.devices if d.kind == "gpu")
         capacity = sum(d.capacity_bytes for d in o.fit.devices if d.kind == "gpu")
         table.add_row(
-            "[bold green]cheapest[/]" if i == 0 else "",
+            _("[bold green]cheapest[/]") if i == 0 else "",
             o.label,
             f"¥{o.price_jpy:,} / ${o.price_usd:,}",
             f"{vram_used / GIB:.1f}/{capacity / GIB:.0f} GiB",
             f"~{o.fit.decode_tokens_per_s or 0:.0f} tok/s",
-            o.build.name if o.build else ("whole Mac" if o.gpus[0].unified_memory else "GPU + typical platform"),
+            o.build.name if o.build else (_("whole Mac") if o.gpus[0].unified_memory else _("GPU + typical platform")),
         )
     console.print(table)
     console.print(_("[dim]Prices are reference points (see `homellm gpus` for their dates); speeds are estimates.[/]"))
@@ -567,7 +592,11 @@ def _print_local_models(json_out: bool) -> None:
         console.print(_("no models in {folder}; get one with: homellm pull qwen2.5:7b").format(folder=store.folder))
         return
     rows = [(m.name, m.quant or "-", gib(m.size), m.source, str(store.path(m))) for m in found]
-    _print_table(_("Models in {folder}").format(folder=store.folder), ("name", "quant", "size>", "from", "file"), rows)
+    _print_table(
+        _("Models in {folder}").format(folder=store.folder),
+        (N_("name"), N_("quant"), N_("size>"), N_("from"), N_("file")),
+        rows,
+    )
 
 
 class _DownloadBar:

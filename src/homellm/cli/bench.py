@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from homellm.cli.output import console, print_json
-from homellm.i18n import _
+from homellm.i18n import N_, _
 
 if TYPE_CHECKING:
     from homellm.bench.speed import SpeedRun
@@ -141,11 +141,12 @@ def _print_speed(run: SpeedRun) -> None:
         )
     )
     table = Table(title_justify="left")
-    for col in ("conc.", "req", "err", "TTFT p50/p90/p99 ms", "TPOT p50 ms", "ITL p50/p99 ms", "e2e p50 s",
-                "decode tok/s client", "decode tok/s server", "req/s", "out tok/s"):  # fmt: skip
-        table.add_column(col, justify="right")
+    for col in (N_("conc."), N_("req"), N_("err"), N_("TTFT p50/p90/p99 ms"), N_("TPOT p50 ms"),
+                N_("ITL p50/p99 ms"), N_("e2e p50 s"), N_("decode tok/s client"), N_("decode tok/s server"),
+                N_("req/s"), N_("out tok/s")):  # fmt: skip
+        table.add_column(_(col), justify="right")
     for lv in run.levels:
-        server = f"{lv.decode_server.p50:.1f}" if lv.decode_server.p50 else "not reported"
+        server = f"{lv.decode_server.p50:.1f}" if lv.decode_server.p50 else _("not reported")
         table.add_row(str(lv.concurrency), str(lv.requests), str(lv.errors),
                       f"{_ms(lv.ttft.p50)}/{_ms(lv.ttft.p90)}/{_ms(lv.ttft.p99)}", _ms(lv.tpot.p50),
                       f"{_ms(lv.itl.p50)}/{_ms(lv.itl.p99)}", f"{lv.e2e.p50:.2f}" if lv.e2e.p50 else "-",
@@ -174,6 +175,7 @@ def _write_csv(run: SpeedRun, path: Path) -> None:
 
 
 def _plot(run: SpeedRun, path: Path) -> None:
+    """The chart's labels stay English: matplotlib's default fonts have no Japanese glyphs."""
     import matplotlib
 
     matplotlib.use("Agg")
