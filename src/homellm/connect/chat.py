@@ -15,13 +15,13 @@ from rich.console import Console
 
 from homellm.connect.client import stream_chat
 from homellm.errors import HomeLLMError
-from homellm.i18n import _
+from homellm.i18n import N_, _
 from homellm.untrusted import visible_stream
 
-HELP = """/model NAME   switch model        /system TEXT  set the system prompt
+HELP = N_("""/model NAME   switch model        /system TEXT  set the system prompt
 /clear        forget the chat     /save FILE    save the chat as JSON
 /models       list models         /bye          leave (or Ctrl-D)
-Multi-line input: start and end with \"\"\". Ctrl-C stops an answer."""
+Multi-line input: start and end with \"\"\". Ctrl-C stops an answer.""")
 
 
 class ChatSession:
@@ -60,7 +60,7 @@ class ChatSession:
         if name in ("bye", "exit", "quit"):
             return False
         if name == "help" or name == "?":
-            self.console.print(HELP)
+            self.console.print(_(HELP))
         elif name == "model" and arg:
             self.model = arg
             self.console.print(_("[dim]now talking to {arg}[/]").format(arg=arg))

@@ -119,11 +119,11 @@ def diagnose(profile: Profile) -> list[Step]:
                 steps.append(Step(_("backend"), False, detail, _("on the server: is Ollama (or the engine) running? "
                                   "`homellm doctor` there tells more")))  # fmt: skip
                 return steps
-            steps.append(Step(_("backend"), True, health.json().get("describe", "answering")))
+            steps.append(Step(_("backend"), True, health.json().get("describe", _("answering"))))
             steps += _pool_members(health.json())
             models = [m["name"] for m in auth.json().get("models", [])]
-            steps.append(Step(_("models"), bool(models), ", ".join(models) or "none visible to this key",
-                              "" if models else "ask the server's admin to allow a model for this key"))  # fmt: skip
+            steps.append(Step(_("models"), bool(models), ", ".join(models) or _("none visible to this key"),
+                              "" if models else _("ask the server's admin to allow a model for this key")))  # fmt: skip
     except (httpx.HTTPError, ssl.SSLError) as exc:
         steps.append(
             Step(_("HTTPS request"), False, str(exc), _("retry; if it persists run `homellm doctor` on the server"))
@@ -141,12 +141,14 @@ def _pool_members(health: dict[str, object]) -> list[Step]:
         if not isinstance(m, dict):
             continue
         name, state = visible(str(m.get("name", "?")), 64), visible(str(m.get("state", "?")), 20)
-        loaded = ", ".join(visible(str(n), 80) for n in m.get("loaded") or []) or "none"
+        loaded = ", ".join(visible(str(n), 80) for n in m.get("loaded") or []) or _("none")
         if state in ("up", "half-open"):
-            detail = f"{state}, {len(m.get('models') or [])} models, loaded: {loaded}"
+            detail = _("{state}, {n} models, loaded: {loaded}").format(
+                state=state, n=len(m.get("models") or []), loaded=loaded
+            )
         else:
             why = visible(str(m.get("detail") or ""), 200)
             detail = f"{state} ({why})" if why else state
-        fix = "" if state == "up" else "it is routed around; check that machine (homellm doctor there)"
+        fix = "" if state == "up" else _("it is routed around; check that machine (homellm doctor there)")
         steps.append(Step(_("backend {name}").format(name=name), state == "up", detail, fix, required=False))
     return steps

@@ -7,17 +7,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from homellm.i18n import _
+from homellm.i18n import N_, _
 from homellm.settings import Settings
 from homellm.store.keys import ApiKey
 
 OLLAMA_PORT = 11434
 FIX_OLLAMA_HOST = {
-    "Windows": "remove OLLAMA_HOST in System Properties > Environment Variables (or set it to 127.0.0.1), "
-    "then quit Ollama from the tray and start it again",
-    "Darwin": "launchctl unsetenv OLLAMA_HOST, then quit and reopen the Ollama app",
-    "Linux": "sudo systemctl edit ollama.service and remove Environment=OLLAMA_HOST=0.0.0.0, then "
-    "sudo systemctl restart ollama",
+    "Windows": N_(
+        "remove OLLAMA_HOST in System Properties > Environment Variables (or set it to 127.0.0.1), "
+        "then quit Ollama from the tray and start it again"
+    ),
+    "Darwin": N_("launchctl unsetenv OLLAMA_HOST, then quit and reopen the Ollama app"),
+    "Linux": N_(
+        "sudo systemctl edit ollama.service and remove Environment=OLLAMA_HOST=0.0.0.0, then "
+        "sudo systemctl restart ollama"
+    ),
 }
 
 
@@ -43,13 +47,16 @@ def check_ollama(settings: Settings, lan: list[str], os_name: str) -> list[Findi
     host = (settings.ollama_host or "").strip()
     bound_wide = host.startswith(("0.0.0.0", "::", "[::]")) or (host and not host.startswith(("127.", "localhost")))
     if exposed or bound_wide:
-        where = f"answers on {', '.join(f'{ip}:{OLLAMA_PORT}' for ip in exposed)}" if exposed else f"OLLAMA_HOST={host}"
+        addresses = ", ".join(f"{ip}:{OLLAMA_PORT}" for ip in exposed)
+        where = _("answers on {addresses}").format(addresses=addresses) if exposed else f"OLLAMA_HOST={host}"
         out.append(
             Finding(
                 "fail",
                 _("Ollama exposed"),
                 _("Ollama {where} without authentication").format(where=where),
-                FIX_OLLAMA_HOST.get(os_name, FIX_OLLAMA_HOST["Linux"]) + "; let homellm serve the LAN",
+                _("{fix}; let homellm serve the LAN").format(
+                    fix=_(FIX_OLLAMA_HOST.get(os_name, FIX_OLLAMA_HOST["Linux"]))
+                ),
             )
         )
     else:
@@ -114,7 +121,7 @@ def check_keys(keys: list[ApiKey], now: float | None = None) -> list[Finding]:
             "warn" if len(admins) > 2 else "ok",
             _("admin keys"),
             f"{len(admins)}: {', '.join(admins) or '-'}",
-            "keep admin keys few; revoke the spare ones" if len(admins) > 2 else "",
+            _("keep admin keys few; revoke the spare ones") if len(admins) > 2 else "",
         )
     ]
     out.append(
@@ -132,7 +139,7 @@ def check_keys(keys: list[ApiKey], now: float | None = None) -> list[Finding]:
             "ok",
             _("model allowlists"),
             _("keys allowed every model: {names}").format(names=", ".join(open_scope) or _("none")),
-            "to limit a device: homellm pair --models a,b (or keys create NAME --models a,b)" if open_scope else "",
+            _("to limit a device: homellm pair --models a,b (or keys create NAME --models a,b)") if open_scope else "",
         )
     )
     return out
