@@ -19,20 +19,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "homellm"
-# modules whose text is not shown to users: test and benchmark support, catalog data loaders
-NOT_USER_FACING = {"testing", "catalog/data"}
+# modules whose text is not shown to users: test and benchmark support, catalog data loaders, and the
+# gateway's HTTP client, whose exceptions Backend.failure (serve/backends.py) turns into translated messages
+NOT_USER_FACING = {"testing", "catalog/data", "serve/upstream.py"}
 
 # calls whose first (or named) argument a user reads
 PRINTERS = {"print", "echo", "write", "say", "confirm", "prompt"}
-ERRORS = re.compile(r"(Error|Failed|Mismatch|Refused|Exit)$")
-FIELD_ARGS = {"help", "title", "detail", "fix", "message"}
+ERRORS = re.compile(r"(Error|Failed|Mismatch|Refused|Exit|Down|BadParameter)$")
+FIELD_ARGS = {"help", "title", "detail", "fix", "message", "what"}
+# calls whose every argument is a table cell or a label a user reads
+CELLS = {"add_row"}
+# lists of lines that are printed later: notes.append("..."), problems.append("...")
+SHOWN_LISTS = {"notes", "problems", "warnings"}
 LETTERS = re.compile(r"[A-Za-z]{2,}")
 # Rich markup tags ([dim], [bold red], [/]) are styling, not words
 MARKUP = re.compile(r"\[/?[a-z #0-9.,_-]*\]")
 
 
+# units and their symbols read the same in every language
+UNITS = re.compile(r"\b(GiB|MiB|GB|tok/s|tokens/s|ms)\b")
+
+
 def strip_markup(text: str) -> str:
-    return MARKUP.sub("", text)
+    """The words of ``text``: Rich markup and units removed."""
+    return UNITS.sub("", MARKUP.sub("", text))
 
 
 def _literal_text(node: ast.expr) -> str | None:
@@ -55,7 +65,17 @@ def _func_name(call: ast.Call) -> str:
 
 def _user_facing_arguments(call: ast.Call) -> Iterator[ast.expr]:
     name = _func_name(call)
-    if name in PRINTERS or ERRORS.search(name) or name in ("Finding", "Step", "Col", "add_column"):
+    if name in CELLS:
+        yield from call.args
+    f = call.func
+    if (
+        name == "append"
+        and isinstance(f, ast.Attribute)
+        and isinstance(f.value, ast.Name)
+        and f.value.id in SHOWN_LISTS
+    ):
+        yield from call.args
+    if name in PRINTERS or ERRORS.search(name) or name in ("Finding", "Step", "Col", "add_column", "_print_table"):
         if call.args and name != "Finding":  # a Finding's first argument is its verdict code (ok, warn, wrong)
             yield call.args[0]
         if name in ("GatewayError",) and len(call.args) > 1:
@@ -100,12 +120,24 @@ def test_the_lint_finds_what_it_should() -> None:
         'x = typer.Option(None, help="Some help.")\n'
         'console.print(_("fine"))\n'
         'console.print(f"  {url}")\n'
+        'console.print(f"[red]{error}[/]")\n'
+        'table.add_row(f"{used:.1f} GiB", "whole Mac")\n'
+        'notes.append("no GPU detected")\n'
+        'lines.append("ollama serve")\n'
+        'found = Finding("ok", "gateway port", _("port {port} answers").format(port=port))\n'
     )
     try:
         found = untranslated(sample)
     finally:
         sample.unlink()
-    assert [f.split(": ", 1)[1] for f in found] == ["'hello there'", "'no such file: '", "'Some help.'"]
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "'hello there'",
+        "'no such file: '",
+        "'Some help.'",
+        "'whole Mac'",
+        "'no GPU detected'",
+        "'gateway port'",
+    ]
 
 
 @pytest.mark.xfail(strict=False, reason="translation in progress")
