@@ -1,7 +1,7 @@
 """Every user-facing string goes through the gettext catalog, and every message has a Japanese translation.
 
 The first test reads the source (ast): a string with letters in a place a user reads (printed, raised as
-an error, a help text, a table header, a doctor finding) must be the argument of ``_()``/``N_()``. The
+an error, a help text, a table header or cell, a note, a doctor finding) must be the argument of ``_()``/``N_()``. The
 others check the catalog: every message extracted from the code is translated into Japanese, and the
 compiled catalog that ships is the current one (``python scripts/i18n.py`` fixes both).
 """
@@ -34,8 +34,6 @@ SHOWN_LISTS = {"notes", "problems", "warnings"}
 LETTERS = re.compile(r"[A-Za-z]{2,}")
 # Rich markup tags ([dim], [bold red], [/]) are styling, not words
 MARKUP = re.compile(r"\[/?[a-z #0-9.,_-]*\]")
-
-
 # units and their symbols read the same in every language
 UNITS = re.compile(r"\b(GiB|MiB|GB|tok/s|tokens/s|ms)\b")
 
