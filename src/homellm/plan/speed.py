@@ -100,7 +100,7 @@ def estimate_speed(
         if d.kind == "gpu":
             g = gpus[d.name]
             if g.bandwidth_gbs is None or g.fp16_tflops is None:
-                notes.append(f"{g.name} is not in the catalog: no speed estimate (pass --gpu NAME)")
+                notes.append(_("{gpu} is not in the catalog: no speed estimate (pass --gpu NAME)").format(gpu=g.name))
                 return None, None, notes
             tg_eff, pp_eff = cal.get(g.vendor) or cal["nvidia"]
             decode_s += read / (g.bandwidth_gbs * 1e9 * tg_eff)
@@ -125,7 +125,9 @@ def estimate_speed(
             prefill_s += cpu_s
             if d.layers and len(devices) > 1:
                 notes.append(
-                    f"{len(d.layers)} of {model.arch.n_layer} layers run on the CPU: they dominate the time per token"
+                    _("{n} of {layers} layers run on the CPU: they dominate the time per token").format(
+                        n=len(d.layers), layers=model.arch.n_layer
+                    )
                 )
     if decode_s <= 0:
         return None, None, notes

@@ -41,18 +41,20 @@ def plan_model(path: Path, requested_ctx: int | None) -> tuple[str, int, int]:
         ctx //= 2
     if not fit.fits:
         raise UsageError(
-            f"{path.name} needs {fit.total_bytes / 1024**3:.1f} GiB at {ctx} tokens of context and does not fit "
-            "this machine; see `homellm fit` for a smaller quantization"
+            _(
+                "{name} needs {gib:.1f} GiB at {ctx} tokens of context and does not fit this machine; "
+                "see `homellm fit` for a smaller quantization"
+            ).format(name=path.name, gib=fit.total_bytes / 1024**3, ctx=ctx)
         )
     return alias, ctx, fit.gpu_layers
 
 
 def find_ggufs(folder: Path) -> list[Path]:
     if not folder.is_dir():
-        raise UsageError(f"no such folder: {folder}")
+        raise UsageError(_("no such folder: {folder}").format(folder=folder))
     found = sorted(p for p in folder.rglob("*.gguf") if p.is_file() and "mmproj" not in p.name.lower())
     if not found:
-        raise UsageError(f"no .gguf files in {folder}")
+        raise UsageError(_("no .gguf files in {folder}").format(folder=folder))
     return found
 
 
