@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from homellm.catalog import Catalog
 from homellm.catalog.schema import ModelSpec, UseCase
 from homellm.hardware.types import GIB, HardwareProfile
-from homellm.i18n import _
+from homellm.i18n import N_, _
 from homellm.plan.fit import FitResult, fit_model, resolve_model
 from homellm.plan.memory import ContextParams
 
@@ -39,6 +39,8 @@ class Advice:
     rejected: int
     short_context: list[str] = field(default_factory=list)  # trained on fewer tokens than asked
 
+
+JAPANESE_LEVELS = {"good": N_("good"), "fair": N_("fair"), "none": N_("none")}  # the catalog's words, shown
 
 def quant_penalty(quant: str, catalog: Catalog) -> float:
     """Size doublings a quantization costs: its measured KL divergence from the 16-bit model (llama.cpp's
@@ -164,7 +166,7 @@ def _reasons(c: Candidate, use: UseCase, catalog: Catalog) -> list[str]:
         out.append(score)
     out.append(penalty_note(c.spec, fit.model.quant, catalog))
     if use == "japanese":
-        out.append(_("Japanese: {level}").format(level=c.spec.japanese))
+        out.append(_("Japanese: {level}").format(level=_(JAPANESE_LEVELS[c.spec.japanese])))
     if c.spec.params_active < c.spec.params_total:
         out.append(
             _("MoE: {active:.0f}B of {total:.0f}B active").format(
