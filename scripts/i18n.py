@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
@@ -25,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "homellm"
 I18N = PACKAGE / "i18n"
 POT = I18N / "homellm.pot"
+# the dates written into the .mo's header: fixed, so that compiling twice gives the same bytes (--check)
+FIXED_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2)}
 
 
@@ -37,7 +40,7 @@ def command_docstrings() -> list[str]:
 
 
 def template() -> Catalog:
-    catalog = Catalog(project="homellm", fuzzy=False)
+    catalog = Catalog(project="homellm", fuzzy=False, creation_date=FIXED_DATE, revision_date=FIXED_DATE)
     for filename, lineno, message, _comments, _context in extract_from_dir(
         str(PACKAGE), method_map=[("**.py", "python")], keywords=KEYWORDS
     ):
@@ -61,7 +64,9 @@ def mo_bytes(catalog: Catalog) -> bytes:
 
 def load(path: Path, locale: str | None = None) -> Catalog:
     with path.open("rb") as fh:
-        return read_po(fh, locale=locale)
+        catalog = read_po(fh, locale=locale)
+    catalog.revision_date = FIXED_DATE  # the .po has no header; the .mo's must not change with the clock
+    return catalog
 
 
 def main() -> int:

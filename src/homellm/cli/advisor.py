@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.cells import cell_len
 
 from homellm.cli.output import GIB, console, err_console, gib, print_json
 from homellm.i18n import N_, _
@@ -225,7 +226,7 @@ def _print_fit(r: FitResult) -> None:
 
     from homellm.plan.recipes import llama_server_command, ollama_commands
 
-    verdict = "[bold green]fits[/]" if r.fits else "[bold red]does not fit[/]"
+    verdict = _("[bold green]fits[/]") if r.fits else _("[bold red]does not fit[/]")
     console.print(
         _(
             "[bold]{label}[/] {quant}, {n_ctx:,} tokens of context: {verdict} ({gpu_layers}/{layers} layers on GPU)"
@@ -288,7 +289,7 @@ def _print_fit(r: FitResult) -> None:
 
 
 def _on(flag: bool) -> str:
-    return "on" if flag else "off"
+    return _("on") if flag else _("off")
 
 
 def _hardware_json(hw: HardwareProfile) -> dict[str, Any]:
@@ -391,8 +392,9 @@ def plan(
             console.print(
                 _("  nothing in the catalog fits with headroom at a usable speed; try a smaller --ctx or `homellm buy`")
             )
+        best = _("best")
         for rank, c in enumerate([a.best, *a.runners_up] if a.best else []):
-            head = "[bold green]best[/]  " if rank == 0 else "      "
+            head = f"[bold green]{best}[/]  " if rank == 0 else " " * (cell_len(best) + 2)
             console.print(
                 f"  {head}[bold]{c.spec.id}[/] {c.fit.model.quant}  {gib(c.fit.total_bytes)}  — {'; '.join(c.reasons)}"
             )
@@ -466,9 +468,11 @@ def _print_audits(audits: Sequence[ClaimAudit]) -> None:
         if a.figure:
             console.print(f"{'':16}{escape(a.figure)}", soft_wrap=True)
         if a.correction:
-            console.print(f"{'':16}[{style}]{escape(_('fix:'))}[/] {escape(a.correction)}", soft_wrap=True)
+            fix = _("fix:")
+            console.print(f"{'':16}[{style}]{escape(fix)}[/] {escape(a.correction)}", soft_wrap=True)
         if a.basis:
-            console.print(f"{'':16}[dim]{escape(_('source:'))} {escape(a.basis)}[/]", soft_wrap=True)
+            source = _("source:")
+            console.print(f"{'':16}[dim]{escape(source)} {escape(a.basis)}[/]", soft_wrap=True)
 
 
 def guide(

@@ -245,7 +245,7 @@ def quality(
         print_json(result)
         return
     lo, hi = result["ci95"]
-    metric = "pass@1" if suite == "humaneval" else "accuracy (strict)"
+    metric = "pass@1" if suite == "humaneval" else _("accuracy (strict)")
     console.print(
         _("[bold]{model}[/] {suite}, {n} questions from {source} on {server}").format(
             model=model, suite=suite, n=run.n, source=source, server=run.server

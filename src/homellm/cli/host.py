@@ -8,15 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.cells import cell_len
 
 from homellm.cli.output import console, print_json
-from homellm.i18n import _
+from homellm.i18n import N_, _
 
 if TYPE_CHECKING:
     from homellm.host.service import ServiceFile
 
 service_app = typer.Typer(help=_("Start the gateway at login: install, uninstall or show the service."),
                           no_args_is_help=True)  # fmt: skip
+
+STATUS_WORDS = {"ok": N_("ok"), "warn": N_("warn"), "fail": N_("fail")}  # a finding's status, as shown
 
 
 def firewall(
@@ -67,7 +70,9 @@ def doctor(json_out: bool = typer.Option(False, "--json", help=_("Machine-readab
     else:
         for f in findings:
             color = {"ok": "green", "warn": "yellow", "fail": "bold red"}[f.status]
-            console.print(f"[{color}]{f.status:>4}[/]  {f.check}: {f.detail}", soft_wrap=True)
+            word = _(STATUS_WORDS[f.status])
+            pad = " " * max(0, 4 - cell_len(word))
+            console.print(f"{pad}[{color}]{word}[/]  {f.check}: {f.detail}", soft_wrap=True)
             if f.fix:
                 console.print(_("        fix: {fix}").format(fix=f.fix), soft_wrap=True)
     if any(f.status == "fail" for f in findings):

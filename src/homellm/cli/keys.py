@@ -59,7 +59,7 @@ def create(
         )
     )
     console.print(f"\n  {secret}\n", soft_wrap=True)
-    scope = ", ".join(key.models) if key.models is not None else "all models"
+    scope = ", ".join(key.models) if key.models is not None else _("all models")
     console.print(
         _("[dim]may use: {scope}; expires: {expires}[/]").format(
             scope=scope, expires=when(key.expires_at) if key.expires_at else _("never")

@@ -66,7 +66,7 @@ class ChatSession:
             self.console.print(_("[dim]now talking to {arg}[/]").format(arg=arg))
         elif name == "system":
             self.system = arg or None
-            self.console.print("[dim]system prompt " + ("set[/]" if arg else "cleared[/]"))
+            self.console.print(_("[dim]system prompt set[/]") if arg else _("[dim]system prompt cleared[/]"))
         elif name == "clear":
             self.history.clear()
             self.console.print(_("[dim]chat cleared[/]"))

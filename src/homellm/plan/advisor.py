@@ -42,6 +42,7 @@ class Advice:
 
 JAPANESE_LEVELS = {"good": N_("good"), "fair": N_("fair"), "none": N_("none")}  # the catalog's words, shown
 
+
 def quant_penalty(quant: str, catalog: Catalog) -> float:
     """Size doublings a quantization costs: its measured KL divergence from the 16-bit model (llama.cpp's
     perplexity tool) over what one doubling of parameters is worth in the same unit (catalog size_quality)."""

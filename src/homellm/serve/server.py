@@ -72,7 +72,7 @@ def check_exposure_rules(settings: Settings, active_keys: int) -> list[str]:
     if problems and not settings.insecure:
         raise UsageError(
             _("refusing to listen on {host}: {problems}; fix that, or pass --insecure if you really mean it").format(
-                host=settings.host, problems=" and ".join(problems)
+                host=settings.host, problems="; ".join(problems)
             )
         )
     for p in problems:
