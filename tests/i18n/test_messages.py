@@ -150,7 +150,8 @@ def _homellm(args: list[str], home: Path, **env: str) -> subprocess.CompletedPro
 
     exe = str(Path(sys.executable).with_name("homellm"))
     # the locale variables of this shell would decide the language: only those given here count
-    base = {k: v for k, v in os.environ.items() if k not in ("HOMELLM_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
+    chooses = ("HOMELLM_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
+    base = {k: v for k, v in os.environ.items() if k not in chooses}
     full = {**base, "HOMELLM_HOME": str(home), "COLUMNS": "200", **env}
     return subprocess.run([exe, *args], capture_output=True, text=True, env=full)
 
