@@ -1,0 +1,112 @@
+"""The main machine's side of a link: reach a paired worker, greet it, measure the link, remember it all.
+
+``plan``/``fit --with WORKER`` plan with what was last stored (measuring when nothing was, or with
+``--measure``); ``serve --with WORKER`` greets and measures again before it starts. Pairing calls
+:func:`survey_worker` once it has saved a new worker, so a first plan needs no extra step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from homellm.catalog import Catalog
+from homellm.engine.rpc import BuildId
+from homellm.errors import HomeLLMError
+from homellm.hardware.types import GpuDevice, HardwareProfile, LinkSpeed, RemoteDevice
+from homellm.i18n import _
+from homellm.split.handshake import WorkerFacts, greet_worker, probe
+from homellm.split.peers import PeerStore, WorkerRecord
+from homellm.split.tunnel import LinkIdentity, Streams, ensure_link_identity, open_link
+
+
+def worker_label(name: str) -> str:
+    return _("worker {name}").format(name=name)
+
+
+async def connect_worker(
+    record: WorkerRecord, identity: LinkIdentity, build: BuildId, mode: str
+) -> tuple[Streams, WorkerFacts]:
+    """A greeted link to ``record``'s worker (``mode``: ``rpc`` or ``probe``)."""
+    what = worker_label(record.name)
+    reader, writer = await open_link(record.host, record.port, identity, record.cert_pem, what)
+    try:
+        facts = await greet_worker(reader, writer, build, mode, what)
+    except BaseException:
+        writer.close()
+        raise
+    return (reader, writer), facts
+
+
+async def measure_worker(
+    record: WorkerRecord, identity: LinkIdentity, build: BuildId
+) -> tuple[WorkerFacts, LinkSpeed]:
+    (reader, writer), facts = await connect_worker(record, identity, build, "probe")
+    try:
+        speed = await probe(reader, writer)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    return facts, speed
+
+
+def survey_worker(home: Path, name: str) -> WorkerRecord:
+    """Greet and probe the worker now; store what it said and how fast the link is."""
+    from homellm.engine.rpc import build_id, require_rpc
+
+    require_rpc()
+    store = PeerStore(home)
+    record = store.worker(name)
+    facts, speed = asyncio.run(measure_worker(record, ensure_link_identity(home), build_id()))
+    record.facts, record.link = facts.to_json(), asdict(speed)
+    store.save_worker(record)
+    return record
+
+
+def _vendor(description: str) -> str:
+    text = description.lower()
+    return next((v for v in ("nvidia", "amd", "apple", "intel") if v in text), "nvidia")
+
+
+def remote_devices(record: WorkerRecord, catalog: Catalog) -> tuple[RemoteDevice, ...]:
+    """The worker's devices as the advisor plans with them (from what it said last)."""
+    from homellm.hardware.detect import match_catalog
+
+    if record.facts is None or record.link is None:
+        raise HomeLLMError(_("nothing is known yet about {what}: it has never been reached").format(
+            what=worker_label(record.name)))  # fmt: skip
+    facts = WorkerFacts.from_json(record.facts)
+    link = LinkSpeed(**record.link)
+    out = []
+    for d in facts.devices:
+        gpu = None
+        if d.device.kind in ("gpu", "igpu"):
+            found = match_catalog(GpuDevice(d.device.description, _vendor(d.device.description),
+                                            d.device.total_bytes, unified=d.device.kind == "igpu"), catalog)  # fmt: skip
+            gpu = found if found.catalog_name else None
+        kind = "cpu" if d.device.kind == "cpu" else "gpu"
+        out.append(RemoteDevice(record.name, d.device.name, d.device.description, kind, d.offered_bytes, link, gpu,
+                                facts.cpu, facts.cpu_calibration))  # fmt: skip
+    return tuple(out)
+
+
+def with_worker(hw: HardwareProfile, home: Path, name: str, catalog: Catalog, measure: bool) -> HardwareProfile:
+    """``hw`` plus the worker's devices: as stored, or measured now (``measure``, or nothing stored yet).
+
+    A worker that cannot be reached is planned with what it said last, and a note says when that was.
+    """
+    store = PeerStore(home)
+    record = store.worker(name)
+    notes = list(hw.notes)
+    if measure or record.link is None:
+        try:
+            record = survey_worker(home, name)
+        except HomeLLMError as exc:
+            if record.link is None:
+                raise
+            notes.append(_("{what} cannot be reached now ({error}); planning with what it reported on {date}").format(
+                what=worker_label(name), error=exc, date=str(record.link.get("measured_at", "?"))[:10]))  # fmt: skip
+    return replace(hw, remotes=remote_devices(record, catalog), notes=tuple(notes))
