@@ -10,15 +10,17 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from homellm.cli.output import GIB, console, err_console, gib, print_json
+from homellm.i18n import _
 
 if TYPE_CHECKING:
     from homellm.catalog import Catalog
     from homellm.hardware.types import HardwareProfile
     from homellm.models.sources import RemoteFile
-    from homellm.plan.advisor import Candidate
+    from homellm.plan.advisor import Advice, Candidate
     from homellm.plan.fit import FitResult
     from homellm.plan.guide import ClaimAudit
     from homellm.plan.memory import ContextParams
+    from homellm.plan.split import SplitAdvice
 
 USE_CASES = ("chat", "code", "math", "japanese")
 
@@ -27,6 +29,9 @@ GpuOpt = typer.Option(None, "--gpu", help="Plan for this catalog GPU instead of 
 VramOpt = typer.Option(None, "--vram", help="GPU memory in GiB (overrides detection).")
 RamOpt = typer.Option(None, "--ram", help="System RAM in GiB (overrides detection).")
 CtxOpt = typer.Option(4096, "--ctx", "-c", help="Context length in tokens.")
+WithOpt = typer.Option(
+    None, "--with", help=_("Plan with a paired worker's device too (one model split over two machines, llama.cpp RPC).")
+)
 
 
 def _catalog() -> Catalog:
@@ -147,6 +152,7 @@ def fit(
     gpu: list[str] | None = GpuOpt,
     vram: float | None = VramOpt,
     ram: float | None = RamOpt,
+    worker: str | None = WithOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """Will MODEL fit here? Memory per buffer and device, speed, and the commands to run it.
@@ -168,9 +174,17 @@ def fit(
     if problem:
         params = replace(params, yarn_orig_ctx=resolved.arch.n_ctx_train)
     hw = _hardware(catalog, gpu, vram, ram)
-    result = fit_model(resolved, params, hw, catalog)
+    advice = None
+    if worker:
+        from homellm.plan.split import advise_split
+
+        hw = _with_worker(hw, catalog, worker, measure=False)
+        advice = advise_split(resolved, params, hw, catalog)
+        result = advice.split
+    else:
+        result = fit_model(resolved, params, hw, catalog)
     if json_out:
-        print_json(result.to_json())
+        print_json(result.to_json() | ({"split": advice.to_json(), "link": _link_json(hw)} if advice else {}))
     else:
         if problem:
             err_console.print(
@@ -179,8 +193,22 @@ def fit(
                 soft_wrap=True,
             )  # fmt: skip
         _print_fit(result)
+        if advice is not None:
+            console.print("\n" + advice.summary, soft_wrap=True, markup=False, style="bold")
     if not result.fits:
         raise typer.Exit(1)
+
+
+def _with_worker(hw: HardwareProfile, catalog: Catalog, worker: str, measure: bool) -> HardwareProfile:
+    from homellm.settings import get_settings
+    from homellm.split.remote import with_worker
+
+    return with_worker(hw, get_settings().home, worker, catalog, measure)
+
+
+def _link_json(hw: HardwareProfile) -> list[dict[str, Any]]:
+    return [{"worker": r.worker, "device": r.name, "offered_bytes": r.offered_bytes, **asdict(r.link)}
+            for r in hw.remotes]  # fmt: skip
 
 
 def _print_fit(r: FitResult) -> None:
@@ -189,9 +217,12 @@ def _print_fit(r: FitResult) -> None:
     from homellm.plan.recipes import llama_server_command, ollama_commands
 
     verdict = "[bold green]fits[/]" if r.fits else "[bold red]does not fit[/]"
+    where = "GPU"
+    if r.hardware.remotes:
+        where = ", ".join(dict.fromkeys(x.worker for x in r.hardware.remotes)) + (" + GPU" if r.hardware.gpus else "")
     console.print(
         f"[bold]{r.model.label}[/] {r.model.quant}, {r.params.n_ctx:,} tokens of context: {verdict}"
-        f" ({r.gpu_layers}/{r.model.arch.n_layer + 1} layers on GPU)"
+        f" ({r.gpu_layers}/{r.model.arch.n_layer + 1} layers on {where})"
     )
     buffers = Table(title="Memory (as llama.cpp allocates it)", title_justify="left")
     buffers.add_column("buffer")
@@ -213,12 +244,10 @@ def _print_fit(r: FitResult) -> None:
     for col in ("device", "layers", "used", "capacity", ""):
         devices.add_column(col, justify="right" if col in ("used", "capacity") else "left")
     for d in r.devices:
-        if d.kind == "gpu" and not d.layers and not d.weights_bytes:
+        if d.kind in ("gpu", "remote") and not d.layers and not d.weights_bytes:
             continue
         mark = "[green]ok[/]" if d.fits else "[red]over[/]"
-        layers = f"{len(d.layers)}" + (
-            " + output" if d.kind == "gpu" and d.output_bytes == 0 and d.compute_bytes else ""
-        )
+        layers = f"{len(d.layers)}" + (" + output" if d.kind != "cpu" and d.holds_output else "")
         devices.add_row(d.name, layers, gib(d.used_bytes), gib(d.capacity_bytes), mark)
     console.print(devices)
     if r.decode_tokens_per_s:
@@ -228,6 +257,13 @@ def _print_fit(r: FitResult) -> None:
         console.print(f"  [dim]{note}[/]")
     for note in r.hardware.notes:
         console.print(f"  [dim]{note}[/]")
+    if r.hardware.remotes:
+        workers = ",".join(dict.fromkeys(x.worker for x in r.hardware.remotes))
+        model = str(r.model.path) if r.model.path else r.model.label
+        console.print(_("\n[bold]Run it split[/] (Ollama cannot split a model over machines; llama-server --rpc "
+                        "would expose llama.cpp's RPC port)"))  # fmt: skip
+        console.print(f"  homellm serve --model {model} --with {workers}", soft_wrap=True, markup=False)
+        return
     console.print("\n[bold]Run it with Ollama[/]")
     for line in ollama_commands(r):
         console.print(f"  {line}", soft_wrap=True)
@@ -283,6 +319,7 @@ def plan(
         "--measure",
         help="Measure this machine's CPU speed first (llama.cpp run or bandwidth probe) and cache it.",
     ),
+    worker: str | None = WithOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """What should I run? The best model x quantization per use on this (or the given) hardware.
@@ -304,7 +341,10 @@ def plan(
     if measure:
         _measure(catalog, quiet=json_out)
     hw = _hardware(catalog, gpu, vram, ram)
+    if worker:
+        hw = _with_worker(hw, catalog, worker, measure)
     advice = [advise(hw, u, params, catalog) for u in uses]  # type: ignore[arg-type]
+    splits = _split_verdicts(advice, params, hw, catalog)
     audits = _guide_claims_about(hw, catalog)
     if json_out:
         print_json(
@@ -316,9 +356,11 @@ def plan(
                         "best": _candidate_json(a.best) if a.best else None,
                         "runners_up": [_candidate_json(c) for c in a.runners_up],
                         "trained_on_less_context": a.short_context,
+                        "split": splits[a.use_case].to_json() if a.use_case in splits else None,
                     }
                     for a in advice
                 },
+                "link": _link_json(hw),
                 "guide_checks": [a.to_json() for a in audits],
             }
         )
@@ -335,6 +377,8 @@ def plan(
             console.print(
                 f"  {head}[bold]{c.spec.id}[/] {c.fit.model.quant}  {gib(c.fit.total_bytes)}  — {'; '.join(c.reasons)}"
             )
+            if rank == 0 and a.use_case in splits:
+                console.print(f"        {splits[a.use_case].summary}", soft_wrap=True, markup=False, style="bold")
         if a.short_context:
             console.print(
                 _("  [dim]not considered, trained on fewer than {ctx:,} tokens (they would need RoPE scaling): "
@@ -352,6 +396,19 @@ def plan(
           "Details: homellm fit MODEL -q QUANT[/]").format(ctx=params.n_ctx, headroom=HEADROOM),
         soft_wrap=True,
     )  # fmt: skip
+
+
+def _split_verdicts(
+    advice: Sequence[Advice], params: ContextParams, hw: HardwareProfile, catalog: Catalog
+) -> dict[str, SplitAdvice]:
+    """For each use whose best pick puts layers on a worker: is that split worth it?"""
+    from homellm.plan.split import advise_split
+
+    out: dict[str, SplitAdvice] = {}
+    for a in advice:
+        if a.best and any(d.kind == "remote" and (d.layers or d.holds_output) for d in a.best.fit.devices):
+            out[a.use_case] = advise_split(a.best.fit.model, a.best.fit.params, hw, catalog)
+    return out
 
 
 def _measure(catalog: Catalog, quiet: bool) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from homellm.cli.output import console, err_console
+from homellm.i18n import _
 
 if TYPE_CHECKING:
     from homellm.discovery import Advertiser
@@ -195,6 +196,9 @@ def serve(
     config: Path | None = ConfigOpt,
     insecure: bool | None = InsecureOpt,
     yes: bool = YesOpt,
+    worker: str | None = typer.Option(
+        None, "--with", help=_("Split --model with this paired worker (`homellm join --rpc` runs there).")
+    ),
 ) -> None:
     """Run the gateway in front of a backend (Ollama, llama-server, vLLM, LM Studio or the embedded engine)."""
     from homellm.errors import UsageError
@@ -205,7 +209,7 @@ def serve(
         raise UsageError("give only one of --backend, --model and --models-dir")
     model_file = _model_file(model, yes) if model is not None else None
     settings = load_settings(config, backend=backend, model=model_file, host=host, port=port, tls=tls,
-                             tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)  # fmt: skip
+                             tls_cert=tls_cert, tls_key=tls_key, insecure=insecure, worker=worker)  # fmt: skip
     models = find_ggufs(models_dir) if models_dir else None
     _start(settings, models)
 

@@ -14,8 +14,11 @@ if TYPE_CHECKING:
 
 
 def join(
-    rpc: bool = typer.Option(False, "--rpc", help=_("Lend this machine's GPU or CPU to the main gateway (llama.cpp "
-                                                   "RPC) through a pinned TLS link.")),  # fmt: skip
+    rpc: bool = typer.Option(
+        False,
+        "--rpc",
+        help=_("Lend this machine's GPU or CPU to the main gateway (llama.cpp RPC) over a pinned TLS link."),
+    ),
     max_memory: str | None = typer.Option(
         None, "--max-memory", help=_("The most memory the main gateway may use here, e.g. 8GiB (default: all free).")
     ),
@@ -32,6 +35,7 @@ def join(
     llama.cpp's RPC server listens on 127.0.0.1 only, reached solely through the pinned TLS link.
     """
     import asyncio
+    import contextlib
 
     from homellm.errors import UsageError
     from homellm.settings import get_settings
@@ -46,10 +50,8 @@ def join(
     def ready(worker: RunningWorker) -> None:
         (_banner_json if json_out else _banner)(worker)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_worker(get_settings().home, options, ready))
-    except KeyboardInterrupt:
-        pass
 
 
 def _banner_json(w: RunningWorker) -> None:
@@ -66,8 +68,15 @@ def _banner(w: RunningWorker) -> None:
     f = w.facts
     say = console.print
     for d in f.devices:
-        say(Text(_("homellm worker: lending {device} ({description}) to the main gateway {main}").format(
-            device=d.device.name, description=d.device.description, main=w.main.name), style="bold"), soft_wrap=True)
+        say(
+            Text(
+                _("homellm worker: lending {device} ({description}) to the main gateway {main}").format(
+                    device=d.device.name, description=d.device.description, main=w.main.name
+                ),
+                style="bold",
+            ),
+            soft_wrap=True,
+        )
         say(_("  offering {offered} of it (--max-memory {cap})").format(
             offered=gib(d.offered_bytes), cap=gib(f.max_memory)), soft_wrap=True)  # fmt: skip
     say(_("  link: {host}:{port}, TLS; admits only {fp} (the main gateway)").format(

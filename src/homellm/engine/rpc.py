@@ -32,7 +32,10 @@ from homellm.errors import EngineError
 from homellm.i18n import _
 
 PACKAGE = "llama-cpp-python"
-REBUILD = 'CMAKE_ARGS="-DGGML_RPC=ON" pip install --force-reinstall --no-cache-dir --no-deps "llama-cpp-python[server]==0.3.36"'
+REBUILD = (
+    'CMAKE_ARGS="-DGGML_RPC=ON" pip install --force-reinstall --no-cache-dir --no-deps '
+    '"llama-cpp-python[server]==0.3.36"'
+)
 _DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
 
 

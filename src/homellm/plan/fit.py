@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from homellm.catalog import Catalog
 from homellm.catalog.schema import Architecture, ModelSpec
 from homellm.errors import UsageError
-from homellm.hardware.types import GIB, GpuDevice, HardwareProfile
+from homellm.hardware.types import GIB, HardwareProfile
 from homellm.i18n import _
 from homellm.plan import memory as mem
 from homellm.plan.layout import tensor_layout

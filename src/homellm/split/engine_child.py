@@ -94,7 +94,7 @@ def main(link_file: str, config_file: str) -> None:  # pragma: no cover - the en
     sys.argv = ["llama_cpp.server", "--config_file", config_file]
     from llama_cpp.server.__main__ import main as serve
 
-    serve()
+    serve()  # type: ignore[no-untyped-call]
 
 
 if __name__ == "__main__":  # pragma: no cover

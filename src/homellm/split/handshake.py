@@ -158,7 +158,9 @@ class WorkerFacts:
             devices=tuple(devices),
             max_memory=int(_number(data, "max_memory")),
             idle_timeout_s=_number(data, "idle_timeout_s", 1, 86400),
-            cpu=CpuInfo(_text(cpu, "model"), int(_number(cpu, "cores", 1, 4096)), int(_number(cpu, "threads", 1, 8192))),
+            cpu=CpuInfo(
+                _text(cpu, "model"), int(_number(cpu, "cores", 1, 4096)), int(_number(cpu, "threads", 1, 8192))
+            ),
             cpu_calibration=cal,
             threads=int(_number(data, "threads", 1, 4096)),
         )

@@ -40,9 +40,7 @@ async def connect_worker(
     return (reader, writer), facts
 
 
-async def measure_worker(
-    record: WorkerRecord, identity: LinkIdentity, build: BuildId
-) -> tuple[WorkerFacts, LinkSpeed]:
+async def measure_worker(record: WorkerRecord, identity: LinkIdentity, build: BuildId) -> tuple[WorkerFacts, LinkSpeed]:
     (reader, writer), facts = await connect_worker(record, identity, build, "probe")
     try:
         speed = await probe(reader, writer)
@@ -84,8 +82,9 @@ def remote_devices(record: WorkerRecord, catalog: Catalog) -> tuple[RemoteDevice
     for d in facts.devices:
         gpu = None
         if d.device.kind in ("gpu", "igpu"):
-            found = match_catalog(GpuDevice(d.device.description, _vendor(d.device.description),
-                                            d.device.total_bytes, unified=d.device.kind == "igpu"), catalog)  # fmt: skip
+            described = GpuDevice(d.device.description, _vendor(d.device.description), d.device.total_bytes,
+                                  unified=d.device.kind == "igpu")  # fmt: skip
+            found = match_catalog(described, catalog)
             gpu = found if found.catalog_name else None
         kind = "cpu" if d.device.kind == "cpu" else "gpu"
         out.append(RemoteDevice(record.name, d.device.name, d.device.description, kind, d.offered_bytes, link, gpu,
@@ -107,6 +106,7 @@ def with_worker(hw: HardwareProfile, home: Path, name: str, catalog: Catalog, me
         except HomeLLMError as exc:
             if record.link is None:
                 raise
+            date = str(record.link.get("measured_at", "?"))[:10]
             notes.append(_("{what} cannot be reached now ({error}); planning with what it reported on {date}").format(
-                what=worker_label(name), error=exc, date=str(record.link.get("measured_at", "?"))[:10]))  # fmt: skip
+                what=worker_label(name), error=exc, date=date))  # fmt: skip
     return replace(hw, remotes=remote_devices(record, catalog), notes=tuple(notes))

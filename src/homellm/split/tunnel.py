@@ -47,7 +47,7 @@ class LinkRefused(HomeLLMError):
     exit_code = 3
 
 
-class Answered(Exception):  # noqa: N818 - a signal, not an error
+class Answered(Exception):
     """A greeting served the connection itself (a probe, say): nothing is forwarded."""
 
 

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from homellm.errors import EngineError, UsageError
 from homellm.hardware.types import GIB
@@ -137,14 +138,14 @@ class RpcProcess:
             self.process.wait(10)
 
 
-def threading_copy(stream: object, path: Path) -> None:
+def threading_copy(stream: IO[bytes], path: Path) -> None:
     """Copy what is left of a child's stdout to ``path`` in a daemon thread."""
     import shutil
     import threading
 
     def copy() -> None:
         with path.open("ab") as out, contextlib.suppress(OSError, ValueError):
-            shutil.copyfileobj(stream, out)  # type: ignore[misc]
+            shutil.copyfileobj(stream, out)
 
     threading.Thread(target=copy, daemon=True).start()
 
@@ -153,10 +154,10 @@ async def serve_worker(home: Path, options: WorkerOptions, on_ready: Callable[[R
     """Run until cancelled: the RPC child (restarted if it dies) behind the guarded link."""
     from homellm.engine.rpc import BuildId, require_rpc
     from homellm.engine.speed_probe import engine_threads
+    from homellm.engine.supervisor import free_port
     from homellm.hardware.calibration import load_calibration
     from homellm.hardware.cpu import detect_cpu
     from homellm.serve.network import hostname
-    from homellm.engine.supervisor import free_port
 
     require_rpc()
     main = PeerStore(home).main()
