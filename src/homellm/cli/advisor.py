@@ -153,6 +153,9 @@ def fit(
     vram: float | None = VramOpt,
     ram: float | None = RamOpt,
     worker: str | None = WithOpt,
+    measure: bool = typer.Option(
+        False, "--measure", help=_("Measure this machine's CPU (and, with --with, the link) first, as plan --measure.")
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
     """Will MODEL fit here? Memory per buffer and device, speed, and the commands to run it.
@@ -173,12 +176,14 @@ def fit(
         raise UsageError(problem)
     if problem:
         params = replace(params, yarn_orig_ctx=resolved.arch.n_ctx_train)
+    if measure:
+        _measure(catalog, quiet=json_out)
     hw = _hardware(catalog, gpu, vram, ram)
     advice = None
     if worker:
         from homellm.plan.split import advise_split
 
-        hw = _with_worker(hw, catalog, worker, measure=False)
+        hw = _with_worker(hw, catalog, worker, measure)
         advice = advise_split(resolved, params, hw, catalog)
         result = advice.split
     else:

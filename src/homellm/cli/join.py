@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from homellm.cli.output import console, gib, print_json
+from homellm.cli.output import console, gib
 from homellm.i18n import _
 
 if TYPE_CHECKING:
@@ -47,6 +47,16 @@ def join(
         raise UsageError(_("--idle-timeout and --threads must be positive and --port a port number"))
     options = WorkerOptions(host, port, parse_size(max_memory) if max_memory else None, idle_timeout, threads)
 
+    import logging
+    import sys
+
+    # what the link does (sessions, refusals, allocations) goes to stderr, the banner to stdout
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    for name in ("homellm.link", "homellm.worker"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
+
     def ready(worker: RunningWorker) -> None:
         (_banner_json if json_out else _banner)(worker)
 
@@ -55,11 +65,10 @@ def join(
 
 
 def _banner_json(w: RunningWorker) -> None:
-    import sys
+    import json
 
-    print_json({"worker": w.facts.to_json(), "link_port": w.link.port, "rpc_port": w.rpc_port,
-                "fingerprint": w.identity.fingerprint, "main": w.main.name})  # fmt: skip
-    sys.stdout.flush()
+    print(json.dumps({"worker": w.facts.to_json(), "link_port": w.link.port, "rpc_port": w.rpc_port,
+                      "fingerprint": w.identity.fingerprint, "main": w.main.name}), flush=True)  # fmt: skip
 
 
 def _banner(w: RunningWorker) -> None:

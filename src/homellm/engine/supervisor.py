@@ -79,6 +79,10 @@ class EngineSupervisor:
 
         return _("the engine is restarting after a crash; retry in a few seconds")
 
+    def lost_worker(self) -> bool:
+        """Whether the engine is going down because its worker's link ended (a split engine only)."""
+        return False
+
     def describe_split(self) -> str | None:
         """How the model is split over machines, for the banner (None: it runs here only)."""
         return None

@@ -81,6 +81,12 @@ class RemoteDevice:
     def label(self) -> str:
         return f"{self.name} on {self.worker}"
 
+    @property
+    def usable_bytes(self) -> int:
+        """What the plan fills: the offer less the compute buffer's stated accuracy (2% or 8 MiB), since the
+        worker refuses an allocation beyond its offer."""
+        return self.offered_bytes - max(self.offered_bytes // 50, 8 * 1024 * 1024)
+
 
 @dataclass(frozen=True)
 class HardwareProfile:

@@ -176,8 +176,10 @@ class FitResult:
             "n_layers": self.model.arch.n_layer,
             "gpu_layers": self.gpu_layers,
             "devices": [
-                {"name": d.name, "used_bytes": d.used_bytes, "capacity_bytes": d.capacity_bytes} for d in self.devices
-            ],
+                {"name": d.name, "kind": d.kind, "layers": len(d.layers), "output": d.holds_output,
+                 "used_bytes": d.used_bytes, "capacity_bytes": d.capacity_bytes}
+                for d in self.devices
+            ],  # fmt: skip
             "fits": self.fits,
             "decode_tokens_per_s": _round(self.decode_tokens_per_s),
             "prefill_tokens_per_s": _round(self.prefill_tokens_per_s),
@@ -229,7 +231,7 @@ def _place(
     if unified_gpu:
         cpu_capacity = max(hw.ram_bytes - unified_gpu.usable_bytes, 0)
     # the worker's own runtime is outside what it offers: a remote device carries no overhead here
-    devices = [DeviceUse(r.label, "remote", r.offered_bytes) for r in hw.remotes]
+    devices = [DeviceUse(r.label, "remote", r.usable_bytes) for r in hw.remotes]
     devices += [
         DeviceUse(g.name, "gpu", g.usable_bytes, overhead_bytes=0 if g.unified else GPU_RUNTIME_OVERHEAD)
         for g in hw.gpus

@@ -122,7 +122,8 @@ class EngineBackend(OpenAIBackend):
     def failure(self, exc: BaseException) -> GatewayError:
         """A connection refused because the engine just died is a restart in progress (503), not a 502."""
         proc = self.supervisor.process
-        if (proc is not None and proc.poll() is not None) or not self.supervisor.ready:
+        gone = (proc is not None and proc.poll() is not None) or self.supervisor.lost_worker()
+        if gone or not self.supervisor.ready:
             return GatewayError(503, self.supervisor.crash_message(), headers={"Retry-After": "5"})
         return super().failure(exc)
 

@@ -35,6 +35,7 @@ class SplitLink:
     host: str
     port: int
     cert_pem: str
+    marker: str  # written just before the process exits for a lost link (the gateway reads it, no race)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -68,6 +69,7 @@ async def _endpoint(link: SplitLink, lost: threading.Event) -> int:
 
     def before_close(why: str) -> None:
         if why != "closed":  # not llama.cpp hanging up: the worker or the link is gone
+            Path(link.marker).write_text(why, encoding="utf-8")
             print(f"homellm: the link to worker {link.worker} ended ({why}); exiting so that the gateway restarts "
                   "the engine", file=sys.stderr, flush=True)  # fmt: skip
             lost.set()

@@ -166,8 +166,14 @@ class WorkerFacts:
         )
 
 
-def worker_greeter(facts: WorkerFacts, rpc_filter: Callable[[], ByteFilter]) -> Greeter:
-    """The worker's side of the greeting: check the main machine's build, then RPC (filtered) or the probe."""
+def worker_greeter(
+    facts: WorkerFacts, rpc_filter: Callable[[], ByteFilter], busy: Callable[[], bool] = lambda: False
+) -> Greeter:
+    """The worker's side of the greeting: check the main machine's build, then RPC (filtered) or the probe.
+
+    ``busy`` says whether an RPC session is under way: llama.cpp's RPC server serves one at a time, so a
+    second one is refused with a reason rather than left waiting.
+    """
 
     async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ByteFilter:
         hello = await read_json(reader)
@@ -180,6 +186,10 @@ def worker_greeter(facts: WorkerFacts, rpc_filter: Callable[[], ByteFilter]) -> 
         if not theirs.matches(facts.build):
             error = _("the worker runs {ours}, the main machine {theirs}").format(ours=facts.build, theirs=theirs)
             await send_json(writer, {"ok": False, "reason": "build", "build": asdict(facts.build), "error": error})
+            raise LinkRefused(error)
+        if hello["mode"] == "rpc" and busy():
+            error = _("the worker already lends its device to a session")
+            await send_json(writer, {"ok": False, "reason": "busy", "build": asdict(facts.build), "error": error})
             raise LinkRefused(error)
         await send_json(writer, {"ok": True, "worker": facts.to_json()})
         if hello["mode"] == "probe":
@@ -206,6 +216,8 @@ async def greet_worker(
         ) from None  # fmt: skip
     except TimeoutError:
         raise LinkRefused(_("{what} did not answer the link's greeting").format(what=what)) from None
+    if reply.get("ok") is not True and reply.get("reason") == "busy":
+        raise LinkRefused(_("{what} is lending its device to another session now").format(what=what))
     if reply.get("ok") is not True:
         try:
             theirs: str = str(BuildId.from_json(reply.get("build")))

@@ -19,13 +19,17 @@ Two filters for :func:`homellm.split.tunnel.relay`:
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import ClassVar
 
 from homellm.i18n import _
 from homellm.split.tunnel import LinkRefused
+
+log = logging.getLogger("homellm.worker")
 
 PROTOCOL = (7, 0)  # major, minor this table describes (the HELLO answer says what the server speaks)
 TENSOR = 296  # sizeof(rpc_tensor): id, type, buffer, ne[4], nb[4], op, op_params[16], flags, src[10], view, data, name
@@ -210,11 +214,15 @@ class AnswerStream:
 class WorkerGuard:
     """The worker's filter in front of its RPC server (see the module's docstring)."""
 
+    active: ClassVar[set[WorkerGuard]] = set()  # sessions forwarding RPC now (llama.cpp serves one at a time)
+
     def __init__(self, max_memory: int) -> None:
+        WorkerGuard.active.add(self)
         self.max_memory = max_memory
         self.requests = RequestStream(max_memory)
         self.answers = AnswerStream()
         self.allocated = 0
+        self.peak = 0
         self.buffers: dict[int, int] = {}  # remote pointer -> bytes
         self.refused_allocations = 0
         self._hello_done = False
@@ -250,6 +258,7 @@ class WorkerGuard:
                     self._skip = True
                     continue
                 self.allocated += size
+                self.peak = max(self.peak, self.allocated)
             elif cmd is Cmd.FREE_BUFFER:
                 self.allocated -= self.buffers.pop(struct.unpack_from("<Q", head)[0], 0)
             if cmd in ANSWERED:
@@ -295,6 +304,13 @@ class WorkerGuard:
     def idle(self) -> bytes:
         return b""
 
+    def closed(self) -> None:
+        WorkerGuard.active.discard(self)
+        log.info(
+            "RPC session over: at most %.1f MiB allocated of %.1f MiB offered, %d allocation(s) refused",
+            self.peak / 2**20, self.max_memory / 2**20, self.refused_allocations,
+        )  # fmt: skip
+
 
 class MainKeepalive:
     """The main machine's filter between llama.cpp and the link: keep-alives, and round trips counted."""
@@ -327,3 +343,6 @@ class MainKeepalive:
         self.keepalives += 1
         self.answers.expect(Cmd.DEVICE_COUNT, b"", swallow=True)
         return request(Cmd.DEVICE_COUNT)
+
+    def closed(self) -> None:
+        pass

@@ -67,7 +67,8 @@ def plan_split_model(path: Path, requested_ctx: int | None, worker: str) -> Spli
         )  # fmt: skip
     split = EngineModel(alias, path, fit.params.ctx, fit.gpu_layers, tensor_split(fit))
     alone = EngineModel(alias, path, fit.params.ctx, advice.alone.gpu_layers) if advice.alone.fits else None
-    link = SplitLink(str(settings.home), record.name, record.host, record.port, record.cert_pem)
+    marker = settings.home / "engine" / "link-lost"
+    link = SplitLink(str(settings.home), record.name, record.host, record.port, record.cert_pem, str(marker))
     return SplitSetup(record, link, build_id(), split, alone, advice)
 
 
@@ -110,7 +111,11 @@ class SplitSupervisor(EngineSupervisor):
         self.mode = "split"
         self.models = [self.setup.split]
 
+    def lost_worker(self) -> bool:
+        return Path(self.setup.link.marker).exists()
+
     def command(self, config: Path) -> list[str]:
+        Path(self.setup.link.marker).unlink(missing_ok=True)
         if self.mode != "split":
             return super().command(config)
         link = self.workdir / "link.json"
@@ -121,7 +126,7 @@ class SplitSupervisor(EngineSupervisor):
         return 0.1 if exit_code == LINK_LOST else backoff
 
     def crash_message(self) -> str:
-        if self.last_exit == LINK_LOST or self.mode == "split":
+        if self.last_exit == LINK_LOST or self.lost_worker():
             return _("the link to worker {name} ended mid-answer; the engine restarts (on this machine alone if the "
                      "model fits); retry in a few seconds").format(name=self.setup.record.name)  # fmt: skip
         return super().crash_message()

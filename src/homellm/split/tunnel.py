@@ -139,6 +139,9 @@ class ByteFilter(Protocol):
     def idle(self) -> bytes:
         """Nothing has moved for a while: bytes to send the target to keep the link alive, or nothing."""
 
+    def closed(self) -> None:
+        """The session is over (both sides are being closed)."""
+
 
 @dataclass
 class LinkStats:
@@ -242,6 +245,8 @@ async def relay(
             task.cancel()
         if before_close is not None:
             before_close(why)
+        if byte_filter is not None:
+            byte_filter.closed()
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
@@ -304,6 +309,8 @@ async def serve_link(
                 target = await asyncio.open_connection("127.0.0.1", target_port)
             except OSError:
                 log.error("link from %s: nothing listens on 127.0.0.1:%s", peer, target_port)
+                if byte_filter is not None:
+                    byte_filter.closed()
                 raise
             tune_socket(target[1].get_extra_info("socket"))
             why = await relay((reader, writer), target, idle_timeout, byte_filter, stats=stats)

@@ -178,7 +178,7 @@ async def serve_worker(home: Path, options: WorkerOptions, on_ready: Callable[[R
         max_memory=sum(d.offered_bytes for d in devices), idle_timeout_s=options.idle_timeout_s, cpu=cpu,
         cpu_calibration=load_calibration(home, cpu), threads=threads,
     )  # fmt: skip
-    greeter = worker_greeter(facts, lambda: WorkerGuard(facts.max_memory))
+    greeter = worker_greeter(facts, lambda: WorkerGuard(facts.max_memory), busy=lambda: bool(WorkerGuard.active))
     try:
         link = await serve_link(options.host, options.port, rpc.port, identity, main.cert_pem, options.idle_timeout_s,
                                 greeter)  # fmt: skip
