@@ -29,6 +29,8 @@ class EngineModel:
     n_ctx: int
     n_gpu_layers: int
     tensor_split: tuple[float, ...] | None = None  # per offload device, llama.cpp's order (a worker's first)
+    # embeddings cost a split model a second round trip per token (llama.cpp fetches them beside the logits)
+    embedding: bool = True
 
 
 class EngineUnavailable(Exception):
@@ -105,7 +107,7 @@ class EngineSupervisor:
                     "model_alias": m.alias,
                     "n_ctx": m.n_ctx,
                     "n_gpu_layers": m.n_gpu_layers,
-                    "embedding": True,
+                    "embedding": m.embedding,
                     "verbose": False,
                 }
                 | ({"tensor_split": list(m.tensor_split)} if m.tensor_split else {})

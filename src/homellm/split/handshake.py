@@ -34,7 +34,8 @@ MAX_JSON = 64 * 1024
 MAX_PROBE_FRAME = 32 * 1024 * 1024
 PROBE_BUDGET = 192 * 1024 * 1024  # bytes one probe session may move
 PROBE_ECHOES = 15
-PROBE_TARGET_S = 0.3  # grow a bulk transfer until it takes this long
+PROBE_BURST = 256 * 1024  # about one token's logits (49,152 to 152,064 floats): what RPC moves per token
+PROBE_BURSTS = 5
 
 
 async def send_frame(writer: asyncio.StreamWriter, payload: bytes) -> None:
@@ -262,7 +263,7 @@ async def serve_probe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 
 
 async def probe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> LinkSpeed:
-    """Measure the link: the median of small round trips, then bulk transfers each way (a second or so)."""
+    """Measure the link: the median of small round trips, then of 256 KiB bursts each way (well under a second)."""
     rtts = []
     for i in range(PROBE_ECHOES + 1):
         start = time.perf_counter()
@@ -282,15 +283,15 @@ async def probe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> L
             await read_frame(reader, 64)
         return time.perf_counter() - start
 
+    # bursts the size of what a token moves, after a pause like a token's compute: their rate, not a bulk
+    # transfer's, is what a token pays (each burst starts with an empty pipe)
     speeds = []
     for down in (True, False):
-        size = 256 * 1024
-        while True:
-            took = await timed(size, down)
-            if took >= PROBE_TARGET_S or size >= MAX_PROBE_FRAME:
-                break
-            size = min(size * 4, MAX_PROBE_FRAME)
-        speeds.append(size / max(took - rtt, 1e-6))
+        took = []
+        for _burst in range(PROBE_BURSTS):
+            took.append(await timed(PROBE_BURST, down))
+            await asyncio.sleep(0.01)
+        speeds.append(PROBE_BURST / max(statistics.median(took) - rtt, 1e-6))
     await send_frame(writer, b"Q")
     now = datetime.now(UTC).isoformat(timespec="seconds")
     return LinkSpeed(rtt, speeds[0], speeds[1], now)

@@ -65,7 +65,7 @@ def plan_split_model(path: Path, requested_ctx: int | None, worker: str) -> Spli
               "see `homellm fit {path} --with {worker}`").format(model=path.name, worker=worker, ctx=fit.params.ctx,
                                                                    need=fit.total_bytes / 1024**3, path=path)
         )  # fmt: skip
-    split = EngineModel(alias, path, fit.params.ctx, fit.gpu_layers, tensor_split(fit))
+    split = EngineModel(alias, path, fit.params.ctx, fit.gpu_layers, tensor_split(fit), embedding=False)
     alone = EngineModel(alias, path, fit.params.ctx, advice.alone.gpu_layers) if advice.alone.fits else None
     marker = settings.home / "engine" / "link-lost"
     link = SplitLink(str(settings.home), record.name, record.host, record.port, record.cert_pem, str(marker))

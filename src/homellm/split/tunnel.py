@@ -33,6 +33,9 @@ log = logging.getLogger("homellm.link")
 
 HANDSHAKE_TIMEOUT_S = 10.0
 CHUNK = 256 * 1024
+# what a stream reader buffers before it stops reading the socket: large, so that a link's TCP window can
+# open to its bandwidth x delay (asyncio's 64 KiB default caps a 1 Gbit/s, 5 ms link at a fraction of it)
+BUFFER = 8 * 1024 * 1024
 KEEPALIVE_IDLE_S = 5  # TCP keepalive: first probe after this much silence ...
 KEEPALIVE_INTERVAL_S = 2  # ... then one every 2 s ...
 KEEPALIVE_PROBES = 3  # ... and the connection is dead after 3 unanswered
@@ -306,7 +309,7 @@ async def serve_link(
         try:
             byte_filter = await asyncio.wait_for(greeter(reader, writer), HANDSHAKE_TIMEOUT_S) if greeter else None
             try:
-                target = await asyncio.open_connection("127.0.0.1", target_port)
+                target = await asyncio.open_connection("127.0.0.1", target_port, limit=BUFFER)
             except OSError:
                 log.error("link from %s: nothing listens on 127.0.0.1:%s", peer, target_port)
                 if byte_filter is not None:
@@ -327,7 +330,9 @@ async def serve_link(
             await _close(writer)
         log.info("link from %s ended: %s", peer, why)
 
-    server = await asyncio.start_server(admitted, host, port, ssl=ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+    server = await asyncio.start_server(
+        admitted, host, port, ssl=ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S, limit=BUFFER
+    )
     bound = server.sockets[0].getsockname()
     return LinkServer(server, host, int(bound[1]), stats)
 
@@ -342,7 +347,8 @@ async def open_link(host: str, port: int, identity: LinkIdentity, peer_pem: str,
     ctx = client_context(identity, peer_pem)
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=ctx, server_hostname="homellm-link"), HANDSHAKE_TIMEOUT_S
+            asyncio.open_connection(host, port, ssl=ctx, server_hostname="homellm-link", limit=BUFFER),
+            HANDSHAKE_TIMEOUT_S,
         )
     except ssl.SSLCertVerificationError:
         raise LinkRefused(
@@ -404,5 +410,5 @@ async def serve_local_endpoint(
             stats.end(why)
             await _close(writer)
 
-    server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+    server = await asyncio.start_server(accepted, "127.0.0.1", 0, limit=BUFFER)
     return LinkServer(server, "127.0.0.1", int(server.sockets[0].getsockname()[1]), stats)
