@@ -19,6 +19,7 @@ import pytest
 from homellm.catalog import Catalog, load_catalog
 from homellm.serve.app import Gateway
 from homellm.serve.backends import Backend, OllamaBackend, OpenAIBackend
+from homellm.serve.router import Router
 from homellm.serve.server import uvicorn_options
 from homellm.serve.tls import TlsFiles
 from homellm.settings import Settings
@@ -26,6 +27,17 @@ from homellm.store import open_database
 from homellm.store.keys import KeyStore
 from homellm.testing.fake_backend import Recorder, Script, free_port, make_app, serve_in_thread
 from homellm.testing.ggufs import SAMPLE_ARCHITECTURES, smollm2_gguf, write_gguf
+
+
+def require_tool(found: bool, what: str, install: str) -> None:
+    """A system tool some tests drive (Debian's Chromium, Go): required in CI, where .ci/run installs it; a
+    skip that says how to install it on a developer's machine that lacks it (macOS, Windows, a bare Linux)."""
+    if found:
+        return
+    message = f"{what} is missing: {install}"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI installs it in .ci/run)")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -171,6 +183,8 @@ def _reset(fake: Fake) -> Fake:
     fake.script.fail_after = fake.script.stall_after = None
     fake.script.stream_usage = True
     fake.script.text = None
+    fake.script.models = fake.script.loaded = fake.script.status = None
+    fake.script.paused = False
     fake.rec.clear()
     return fake
 
@@ -187,9 +201,10 @@ def openai_fake(_openai_fake: Fake) -> Fake:
 
 @contextlib.contextmanager
 def run_gateway(
-    home: Path, backend: Backend, tls: TlsFiles | None = None, **overrides: Any
+    home: Path, backend: Backend | Router, tls: TlsFiles | None = None, **overrides: Any
 ) -> Iterator[tuple[str, Gateway]]:
-    """A gateway on a free loopback port with these settings (HTTPS when ``tls`` is given)."""
+    """A gateway on a free loopback port with these settings (HTTPS when ``tls`` is given), in front of
+    one backend or a pool (a :class:`~homellm.serve.router.Router`)."""
     settings = Settings(home=home, port=free_port(), **overrides)
     gateway = Gateway(settings, backend, tls.fingerprint if tls else None)
     with serve_in_thread(

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 # Loopback, the private ranges, link-local, CGNAT (Tailscale) and IPv6 unique-local.
@@ -19,6 +19,19 @@ DEFAULT_ALLOW_CIDRS = [
     "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
     "169.254.0.0/16", "fe80::/10", "100.64.0.0/10", "fc00::/7",
 ]  # fmt: skip
+
+
+class BackendSpec(BaseModel):
+    """One ``[[backends]]`` table of config.toml: a model server in the gateway's pool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", max_length=64, description="what ping, health and the usage log call it (default: host)")
+    url: str = Field(..., min_length=1, description="Ollama or OpenAI-compatible server, e.g. http://10.0.0.5:11434")
+    priority: int = Field(0, description="higher tiers are used first; lower ones are the fallback")
+    weight: float = Field(1.0, gt=0, description="share of the load among equals (2 = twice the requests)")
+    max_concurrency: int = Field(0, ge=0, description="requests it runs at once; beyond, requests queue (0 = no cap)")
+    kind: Literal["ollama", "openai"] | None = Field(None, description="its API (default: detected at start)")
 
 
 def _default_home() -> Path:
@@ -82,6 +95,19 @@ class Settings(BaseSettings):
     worker: str | None = Field(None, description="a paired worker that holds part of the model (serve --with)")
     ram_gib: float | None = Field(None, gt=0, description="RAM the embedded engine plans with, GiB (default: detected)")
     advertise: bool = Field(True, description="announce the gateway on the LAN with mDNS (_homellm._tcp)")
+
+    # the pool (more than one backend): see docs/pool.md
+    backends: list[BackendSpec] = Field(
+        default_factory=list, description="[[backends]] tables: name, url, priority, weight, max_concurrency"
+    )
+    health_interval_s: float = Field(
+        0.5, gt=0, description="how often each pool backend is checked (a hung one is out within this + 1 s)"
+    )
+    breaker_failures: int = Field(3, ge=1, description="consecutive failed requests that take a backend out")
+    breaker_open_s: float = Field(30.0, gt=0, description="how long a failing backend stays out before one probe")
+    fair_queueing: bool = Field(True, description="serve waiting requests round-robin per key (off: first come)")
+    queue_per_key: int = Field(256, ge=0, description="requests one key may have waiting for a backend (beyond: 429)")
+    queue_wait_s: float = Field(120.0, gt=0, description="longest a request waits for a backend (beyond: 429)")
 
     # model downloads (homellm pull)
     ollama_registry: str = Field("https://registry.ollama.ai", description="Ollama registry `homellm pull` uses")

@@ -28,8 +28,9 @@ class Waiting:
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.first = self.proc.stdout.readline()
         if not self.first.startswith("{"):
-            intro = [self.proc.stdout.readline() for _ in range(3)]
+            intro = [self.proc.stdout.readline() for _ in range(4)]
             assert intro[0] == "On the other machine run:\n" and intro[2].startswith("No fingerprint to compare")
+            assert intro[3].startswith("The device's key may use every model")  # pairing offers an allowlist
         self.store = Pairing(open_database(home))
         self.keys = KeyStore(self.store.db)
 

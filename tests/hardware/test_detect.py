@@ -13,7 +13,7 @@ from homellm.errors import NotFoundError, UsageError
 from homellm.hardware.apple import apple_hardware, parse_sysctl
 from homellm.hardware.cpu import parse_cpuinfo
 from homellm.hardware.detect import apply_overrides, detect_hardware, match_catalog
-from homellm.hardware.nvidia import detect_nvml, parse_nvidia_smi
+from homellm.hardware.nvidia import GpuUsage, detect_nvml, gpu_usage, parse_nvidia_smi
 from homellm.hardware.types import GIB
 
 CAPTURED = Path(__file__).parent / "captured"
@@ -31,8 +31,9 @@ def test_parses_nvidia_smi_for_two_gpus(catalog: Catalog) -> None:
 class FakeNVML:
     """Stands in for pynvml (no NVIDIA driver here), answering like NVML does for two cards."""
 
-    def __init__(self, cards: list[tuple[bytes, int, int]]) -> None:
+    def __init__(self, cards: list[tuple[bytes, int, int]], busy: list[int] | None = None) -> None:
         self.cards = cards
+        self.busy = busy  # percent per card; None: the device does not report utilization (NVML raises)
         self.shut = False
 
     def nvmlInit(self) -> None: ...
@@ -49,7 +50,12 @@ class FakeNVML:
         return self.cards[h][0]
 
     def nvmlDeviceGetMemoryInfo(self, h: int) -> Any:
-        return SimpleNamespace(total=self.cards[h][1], free=self.cards[h][2])
+        return SimpleNamespace(total=self.cards[h][1], free=self.cards[h][2], used=self.cards[h][1] - self.cards[h][2])
+
+    def nvmlDeviceGetUtilizationRates(self, h: int) -> Any:
+        if self.busy is None:
+            raise RuntimeError("NVMLError_NotSupported")
+        return SimpleNamespace(gpu=self.busy[h], memory=0)
 
 
 def test_nvml_reports_every_gpu() -> None:
@@ -58,6 +64,17 @@ def test_nvml_reports_every_gpu() -> None:
     )
     gpus = detect_nvml(nvml)
     assert len(gpus) == 2 and gpus[1].free_bytes == 31 * GIB and nvml.shut
+
+
+def test_gpu_usage_reads_memory_and_utilization() -> None:
+    nvml = FakeNVML([(b"NVIDIA GeForce RTX 4090", 24 * GIB, 15 * GIB), (b"Tesla P40", 24 * GIB, 24 * GIB)], [37, 0])
+    assert gpu_usage(nvml) == [
+        GpuUsage("NVIDIA GeForce RTX 4090", 24 * GIB, 9 * GIB, 15 * GIB, 37),
+        GpuUsage("Tesla P40", 24 * GIB, 0, 24 * GIB, 0),
+    ]
+    assert nvml.shut
+    unsupported = FakeNVML([(b"GRID K1", 4 * GIB, 4 * GIB)])
+    assert gpu_usage(unsupported)[0].utilization is None
 
 
 def test_nvml_without_a_driver_is_no_gpu() -> None:

@@ -117,7 +117,9 @@ def test_doctor_key_hygiene_and_certificate(tmp_path: Path) -> None:
     by = {f.check: f for f in doctor.check_keys(store.list(), now=later)}
     assert by["admin keys"].status == "warn" and "a3" in by["admin keys"].detail
     assert by["unused keys"].status == "warn" and "phone" in by["unused keys"].detail
-    assert by["model allowlists"].detail.endswith("phone")
+    # pairing makes every-model keys for the household's devices: the doctor says which, without a warning
+    assert by["model allowlists"].detail.endswith("phone") and by["model allowlists"].status == "ok"
+    assert "homellm pair --models" in by["model allowlists"].fix
     assert doctor.check_certificate(tmp_path).status == "warn"  # none yet
     ensure_tls(tmp_path, None, None)
     assert doctor.check_certificate(tmp_path).status == "ok"

@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from tests.conftest import run_gateway
+from tests.conftest import require_tool, run_gateway
 
 from homellm.connect.bridge import Bridge
 from homellm.connect.browser_guard import ALLOWED_HEADERS, HostGuard, OriginPolicy
@@ -692,7 +692,7 @@ def test_the_command_refuses_bad_lists_in_one_line(
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
-        pytest.fail("Debian's Chromium is missing: apt-get install -y chromium (the browser tests drive it)")
+        require_tool(False, "Debian's Chromium", "apt-get install -y chromium (the browser tests drive it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

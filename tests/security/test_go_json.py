@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.conftest import require_tool
 
 from homellm.serve.body import go_fold
 from homellm.testing.go_json import GoJSONError, decode_struct
@@ -63,10 +64,8 @@ CORPUS: list[tuple[str, bytes]] = [
 @pytest.fixture(scope="module")
 def go_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     go = shutil.which("go")
-    if go is None:
-        if os.environ.get("CI"):
-            pytest.fail("Go is required in CI (apt-get install golang-go): it checks the Ollama imitation")
-        pytest.skip("Go is not installed (apt-get install golang-go); the imitation is checked against it in CI")
+    require_tool(go is not None, "Go", "apt-get install -y golang-go (it checks the Ollama imitation against Go)")
+    assert go is not None
     work = tmp_path_factory.mktemp("gojson")
     shutil.copy(HERE / "main.go", work / "main.go")
     (work / "go.mod").write_text("module gojson\n\ngo 1.19\n")

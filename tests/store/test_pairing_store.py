@@ -39,7 +39,7 @@ def test_an_older_database_migrates_and_loses_its_code_hashes(tmp_path: Path) ->
     db = open_database(tmp_path)
     assert [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")] == [m.__name__ for m in MIGRATIONS]
     columns = {r[1] for r in db.execute("PRAGMA table_info(pairing_codes)")}
-    assert columns == {"id", "nameplate", "password", "created_at", "expires_at", "models"}
+    assert columns == {"id", "nameplate", "password", "created_at", "expires_at", "models", "worker"}  # worker: m008
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "pairing_failures" not in tables and "pairing_events" in tables
     assert db.execute("SELECT COUNT(*) FROM pairing_codes").fetchone()[0] == 0

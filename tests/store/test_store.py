@@ -133,16 +133,24 @@ def test_an_older_database_is_migrated_with_its_data(tmp_path: Path, applied: in
     assert [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY rowid")] == [m.__name__ for m in MIGRATIONS]
     key = KeyStore(db).verify(secret)
     assert key is not None and key.name == "old-admin" and key.admin and key.models == ("qwen2.5",)
+    # m008: an old key has the default queue priority and no quota
+    assert (key.priority, key.tokens_per_day, key.requests_per_day) == (1, None, None)
     columns = {r[1] for r in db.execute("PRAGMA table_info(usage)")}
-    assert {"error", "queue_ms", "cancelled", "prompt"} <= columns
+    assert {"error", "queue_ms", "cancelled", "prompt", "backend", "queue_position"} <= columns
+    assert {r[1] for r in db.execute("PRAGMA table_info(workers)")} >= {"name", "url", "offer", "cert_pem"}  # m008
+    limited = KeyStore(db).set_limits("old-admin", 1000, 10, 3)
+    assert (limited.priority, limited.tokens_per_day, limited.requests_per_day) == (3, 1000, 10)
     if has_usage:
         row = dict(db.execute("SELECT * FROM usage").fetchone())
         assert (row["ts"], row["model"], row["prompt_tokens"], row["completion_tokens"], row["duration_ms"]) == (
             5.0, "qwen2.5", 11, 22, 44.0)  # fmt: skip
         assert row["error"] is None and row["queue_ms"] is None and row["cancelled"] == 0
+        assert row["backend"] is None and row["queue_position"] is None
     # and the new columns are written
     writer = UsageWriter(path)
     writer.record(UsageRecord(ts=6.0, key_name="old-admin", client_ip=None, method="POST", route="/api/chat",
-                              model="qwen2.5", status=502, error="backend died", queue_ms=1.5))  # fmt: skip
+                              model="qwen2.5", status=502, error="backend died", queue_ms=1.5, backend="gpu",
+                              queue_position=4))  # fmt: skip
     writer.close()
-    assert tuple(db.execute("SELECT error, queue_ms FROM usage WHERE ts = 6.0").fetchone()) == ("backend died", 1.5)
+    row = tuple(db.execute("SELECT error, queue_ms, backend, queue_position FROM usage WHERE ts = 6.0").fetchone())
+    assert row == ("backend died", 1.5, "gpu", 4)

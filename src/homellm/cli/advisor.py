@@ -65,6 +65,7 @@ def models(
     json_out: bool = JsonOpt,
     scores: bool = typer.Option(False, "--scores", help="Show the published benchmark table, cloud models included."),
     local: bool = typer.Option(False, "--local", help="List the models downloaded into HOMELLM_HOME/models."),
+    sources: bool = typer.Option(False, "--sources", help="Print where each model's numbers come from."),
 ) -> None:
     """List the catalog's models: size, quantizations, Japanese ability and published scores."""
     if local:
@@ -96,7 +97,9 @@ def models(
         )
         for m in catalog.models
     ]
-    _print_table("Models (id = Ollama tag)", columns, rows)
+    _print_table("Models (id = Ollama tag)", columns, rows, drop=("license", "active>", "uses", "context>"))
+    if sources:
+        _print_sources([(m.id, m.source) for m in catalog.models])
 
 
 def _score_cells(scores: Sequence[Any]) -> list[str]:
@@ -104,7 +107,10 @@ def _score_cells(scores: Sequence[Any]) -> list[str]:
     return [f"{by_name[b].score:g}" if b in by_name else "" for b in BENCHMARKS]
 
 
-def gpus(json_out: bool = JsonOpt) -> None:
+def gpus(
+    json_out: bool = JsonOpt,
+    sources: bool = typer.Option(False, "--sources", help="Print where each GPU's numbers come from."),
+) -> None:
     """List the catalog's GPUs: memory, bandwidth, compute, power and price."""
     catalog = _catalog()
     if json_out:
@@ -124,19 +130,26 @@ def gpus(json_out: bool = JsonOpt) -> None:
         )
         for g in catalog.gpus
     ]
-    _print_table("GPUs", columns, rows)
+    _print_table("GPUs", columns, rows, drop=("as of>", "TDP>", "price (USD)>", "FP16 TFLOPS>"))
+    if sources:
+        _print_sources([(g.name, g.source) for g in catalog.gpus])
 
 
-def _print_table(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    """A Rich table; a column name ending in '>' is right-aligned."""
-    from rich.table import Table
+def _print_table(
+    title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]], drop: tuple[str, ...] = ()
+) -> None:
+    """A table readable at 80 columns; a column name ending in '>' is right-aligned, and the columns in
+    ``drop`` give way, in that order, when the terminal is too narrow for all of them."""
+    from homellm.cli.output import Col, narrow_table
 
-    table = Table(title=title, title_justify="left")
-    for i, col in enumerate(columns):
-        table.add_column(col.rstrip(">"), justify="right" if col.endswith(">") else "left", no_wrap=i == 0)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    cols = [Col(c.rstrip(">"), right=c.endswith(">"), drop=drop.index(c) + 1 if c in drop else 0) for c in columns]
+    console.print(narrow_table(cols, [list(r) for r in rows], title=title))
+
+
+def _print_sources(sources: Sequence[tuple[str, str]]) -> None:
+    console.print("\nSources", style="bold")
+    for name, source in sources:
+        console.print(f"  {name}: {source}", soft_wrap=True, markup=False)
 
 
 def fit(
@@ -295,8 +308,9 @@ def _print_hardware(hw: HardwareProfile) -> None:
     console.print(
         f"[bold]CPU[/]  {hw.cpu.model}, {hw.cpu.cores} cores / {hw.cpu.threads} threads{f' ({flags})' if flags else ''}"
     )
-    disk = f", {gib(hw.disk_free_bytes)} free in {hw.models_dir}" if hw.disk_free_bytes is not None else ""
-    console.print(f"[bold]RAM[/]  {gib(hw.ram_bytes)}{disk}")
+    console.print(f"[bold]RAM[/]  {gib(hw.ram_bytes)}")
+    if hw.disk_free_bytes is not None:
+        console.print(f"[bold]Disk[/] {gib(hw.disk_free_bytes)} free in {hw.models_dir}", soft_wrap=True)
     for note in hw.notes:
         console.print(f"  [dim]{note}[/]")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from homellm import __version__
-from homellm.cli import advisor, bench, connect, gateway, host, join, keys, usage
+from homellm.cli import advisor, bench, connect, gateway, host, keys, pool, usage
 from homellm.i18n import _
 
 app = typer.Typer(
@@ -23,11 +23,12 @@ app.command("up")(gateway.up)
 app.add_typer(keys.app, name="keys")
 app.command("usage")(usage.usage)
 connect.register(app)
-app.command("join")(join.join)
 app.command("firewall")(host.firewall)
 app.command("doctor")(host.doctor)
 app.add_typer(host.service_app, name="service")
 app.add_typer(bench.app, name="bench")
+app.command("join")(pool.join)
+app.add_typer(pool.workers_app, name="workers")
 
 
 def _version(value: bool) -> None:

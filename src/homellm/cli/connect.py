@@ -13,6 +13,7 @@ from homellm.i18n import _
 
 if TYPE_CHECKING:
     from homellm.connect.profiles import Profile, ProfileStore
+    from homellm.settings import Settings
     from homellm.store.pairing import Pairing
 
 ProfileArg = typer.Argument(None, help="A saved connection (default: the last one connected).")
@@ -62,14 +63,34 @@ def discover(
 
 
 def pair(
-    models: str | None = typer.Option(None, "--models", help="Models the new device key may use (default: all)."),
+    models: str | None = typer.Option(
+        None, "--models", help=_("Models the new device key may use, e.g. qwen2.5,phi4 (default: all).")
+    ),
     wait: bool = typer.Option(True, "--wait/--no-wait", help=_("Wait for the outcome (Ctrl-C stops waiting).")),
     json_out: bool = typer.Option(False, "--json", help=_("Machine-readable output: one JSON object per line.")),
+    qr: bool = typer.Option(
+        False, "--qr", help=_("Also print a QR code: a phone's camera opens the web app and pairs.")
+    ),
+    worker: bool = typer.Option(
+        False,
+        "--worker",
+        help=_("A code for `homellm join`: another machine offers its model server to this gateway's pool."),
+    ),
+    name: str | None = typer.Option(None, "--name", help=_("With --worker: the worker's name in the pool.")),
+    priority: int = typer.Option(0, "--priority", help=_("With --worker: its tier (higher is used first).")),
+    weight: float = typer.Option(1.0, "--weight", help=_("With --worker: its share of the load among equals.")),
+    max_concurrency: int = typer.Option(
+        0, "--max-concurrency", help=_("With --worker: requests it runs at once (0: no cap).")
+    ),
 ) -> None:
-    """On the server: print a one-time code (5 minutes, single use) for `homellm connect --code`, and wait."""
+    """On the server: print a one-time code (5 minutes, single use) for `homellm connect --code`, and wait.
+
+    With --worker, the code is for `homellm join` on a machine that offers its model server to the pool.
+    """
     import json
     import time
 
+    from homellm.errors import UsageError
     from homellm.serve.network import hostname
     from homellm.settings import get_settings
     from homellm.store import open_database
@@ -77,10 +98,36 @@ def pair(
 
     settings = get_settings()
     store = Pairing(open_database(settings.home))
-    code = store.new_code(models.split(",") if models else None)
+    pool: dict[str, object] | None = None
+    if worker:
+        if models:
+            raise UsageError(_("--models is for device keys; a worker serves its own models"))
+        if qr:
+            raise UsageError(_("--qr pairs a phone; a worker pairs with `homellm join`"))
+        if weight <= 0 or max_concurrency < 0:
+            raise UsageError(_("--weight must be above 0 and --max-concurrency 0 or more"))
+        if name is not None:
+            from homellm.protocol.pairing import device_name
+
+            name = device_name(name)
+        pool = {"name": name, "priority": priority, "weight": weight, "max_concurrency": max_concurrency}
+    elif name is not None or priority or weight != 1.0 or max_concurrency:
+        raise UsageError(_("--name, --priority, --weight and --max-concurrency go with --worker"))
+    code = store.new_code(models.split(",") if models else None, pool)
     until = time.strftime("%H:%M", time.localtime(code.expires_at))
     if json_out:
         sys.stdout.write(json.dumps({"code": str(code.code), "expires_at": code.expires_at}) + "\n")
+    elif worker:
+        console.print(_("Pairing code for a worker: [bold]{code}[/]  (valid until {until}, once)").format(
+            code=code.code, until=until))  # fmt: skip
+        console.print(
+            _(
+                "On the other machine run:\n  homellm join {host}.local --code {code}\n"
+                "It offers that machine's Ollama, llama-server or embedded engine to this gateway, over a link "
+                "pinned in both directions."
+            ).format(host=hostname(), code=code.code),
+            soft_wrap=True,
+        )
     else:
         console.print(_("Pairing code: [bold]{code}[/]  (valid until {until}, once)").format(code=code.code,
                                                                                              until=until))  # fmt: skip
@@ -88,12 +135,37 @@ def pair(
                         "No fingerprint to compare: the code proves to each side that the other is the one holding it "
                         "and sees the same certificate, so a relay on the network makes pairing fail on both ends.")
                       .format(host=hostname(), code=code.code), soft_wrap=True)  # fmt: skip
+        if not models:
+            console.print(_("The device's key may use every model; to limit it: homellm pair --models a,b"),
+                          style="dim", soft_wrap=True)  # fmt: skip
+    if qr:
+        _print_pairing_qr(settings, str(code.code), json_out)
     sys.stdout.flush()
     if wait:
-        _wait_for_pairing(store, code.id, until, json_out)
+        _wait_for_pairing(store, code.id, until, json_out, worker)
 
 
-def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool) -> None:
+def _print_pairing_qr(settings: Settings, code: str, json_out: bool) -> None:
+    """The web app's pairing link (the code and the certificate's fingerprint in its fragment) as a QR code."""
+    import json
+
+    from homellm.serve.tls import fingerprint_of_pem
+    from homellm.web.links import app_url, lan_host, print_qr
+
+    cert = settings.tls_cert or settings.home / "tls" / "cert.pem"
+    fingerprint = fingerprint_of_pem(cert.read_bytes()) if cert.is_file() else None
+    url = app_url("https" if fingerprint else "http", lan_host(), settings.port, pair=code, fp=fingerprint)
+    if json_out:
+        sys.stdout.write(json.dumps({"url": url, "fingerprint": fingerprint}) + "\n")
+        return
+    console.print(_("\nOr scan this with a phone (the web app opens and pairs; compare the certificate's "
+                    "fingerprint it shows with the one `homellm up` printed):"), soft_wrap=True)  # fmt: skip
+    sys.stdout.flush()
+    print_qr(url, sys.stdout)
+    console.print(url, soft_wrap=True, markup=False, highlight=False)
+
+
+def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool, worker: bool = False) -> None:
     """Print what happens to the code until it is used, withdrawn or expires; Ctrl-C stops waiting."""
     import json
     import time
@@ -104,7 +176,10 @@ def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool) 
 
     seen, gone = 0, 0
     try:
-        if not json_out:
+        if not json_out and worker:
+            err_console.print(_("[dim]waiting for the worker (Ctrl-C stops waiting; the code stays valid until "
+                                "{until})[/]").format(until=until))  # fmt: skip
+        elif not json_out:
             err_console.print(_("[dim]waiting for the device (Ctrl-C stops waiting; the code stays valid until "
                                 "{until})[/]").format(until=until))  # fmt: skip
         while True:
@@ -120,6 +195,8 @@ def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool) 
                     console.print(Text(_("a pairing attempt with this code failed: wrong code or intercepted (the "
                                          "device saw another certificate); from {source}, device name {device!r}")
                                        .format(source=e.source, device=device)), soft_wrap=True)  # fmt: skip
+                elif e.outcome == "paired" and worker:
+                    console.print(Text(_("joined: worker {name} is in the pool").format(name=device)), soft_wrap=True)
                 elif e.outcome == "paired":
                     console.print(Text(_("paired: device {device}").format(device=device)), soft_wrap=True)
                 else:
@@ -231,13 +308,16 @@ def ping(profile: str | None = ProfileArg) -> None:
 
     p = _profile(profile)
     console.print(f"[bold]{p.name}[/] {p.url}")
+    from rich.text import Text
+
     steps = diagnose(p)
     for s in steps:
-        mark = "[green]ok[/]  " if s.ok else "[red]FAIL[/]"
-        console.print(f"  {mark} {s.name}: {s.detail}", soft_wrap=True)
+        mark = "[green]ok[/]  " if s.ok else ("[red]FAIL[/]" if s.required else "[yellow]warn[/]")
+        # what the server said is shown literally (a backend's error text is not markup)
+        console.print(Text("  ") + Text.from_markup(mark) + Text(f" {s.name}: {s.detail}"), soft_wrap=True)
         if not s.ok and s.fix:
             console.print(f"        fix: {s.fix}", soft_wrap=True)
-    if not all(s.ok for s in steps):
+    if not all(s.ok for s in steps if s.required):
         raise typer.Exit(1)
 
 

@@ -19,7 +19,11 @@ if TYPE_CHECKING:
     from homellm.settings import Settings
     from homellm.store.keys import KeyStore
 
-BackendOpt = typer.Option(None, "--backend", help="URL of Ollama or an OpenAI-compatible server.")
+BackendOpt = typer.Option(
+    None,
+    "--backend",
+    help="URL of Ollama or an OpenAI-compatible server; repeat it (NAME=URL names one) for a pool of them.",
+)
 ModelOpt = typer.Option(
     None, "--model", help="A GGUF file for the embedded engine, or a model name (qwen2.5:7b) to pull when missing."
 )
@@ -36,14 +40,15 @@ InsecureOpt = typer.Option(None, "--insecure", help="Allow plain HTTP or no keys
 def _start(
     settings: Settings, models: list[Path] | None, banner_key: str | None = None, key_file: Path | None = None
 ) -> None:
+    from homellm.pool.members import make_router
     from homellm.serve.app import Gateway
-    from homellm.serve.server import make_backend, prepare, run
+    from homellm.serve.server import prepare, run
     from homellm.store import open_database
     from homellm.store.keys import KeyStore
 
     _check_port(settings)
     keys = KeyStore(open_database(settings.home))
-    backend = make_backend(settings, models)
+    backend = make_router(settings, models)
     plan = prepare(settings, backend, keys.count_active())
     gateway = Gateway(settings, backend, plan.tls.fingerprint if plan.tls else None, _advertiser(plan))
     from homellm.i18n import _
@@ -99,14 +104,18 @@ def _banner(plan: Plan, key: str | None, key_file: Path | None = None) -> None:
     if not is_loopback_bind(s.host) and s.host not in ("0.0.0.0", "::"):
         hosts = [s.host]
     urls = [http_url(plan.scheme, h, s.port) for h in hosts]
-    say = console.print
+
+    def say(text: str, style: str | None = None, soft_wrap: bool = True) -> None:
+        console.print(text, style=style, soft_wrap=soft_wrap, markup=False)  # [fd00::2] is an address, not markup
+
     say(
         _("homellm gateway in front of {backend}").format(backend=plan.backend.describe()), style="bold", soft_wrap=True
     )
     for u in urls:
-        say(f"  {u}", soft_wrap=True)
+        say(f"  {u}")
     if not is_loopback_bind(s.host):
         say(_("  on this machine: {url}").format(url=http_url(plan.scheme, "localhost", s.port)), soft_wrap=True)
+    say(_("  web app: {url}/app/ (for a phone: homellm pair --qr)").format(url=urls[0]), soft_wrap=True)
     if plan.tls:
         say(_("  TLS certificate fingerprint: {fp}").format(fp=plan.tls.fingerprint), soft_wrap=True)
         new = _(" (new)") if plan.tls.generated else ""
@@ -185,7 +194,7 @@ def _model_file(model: str, yes: bool) -> Path:
 
 
 def serve(
-    backend: str | None = BackendOpt,
+    backend: list[str] | None = BackendOpt,
     model: str | None = ModelOpt,
     models_dir: Path | None = ModelsDirOpt,
     host: str | None = typer.Option(None, "--host", help="Bind address (default 127.0.0.1; 0.0.0.0 for the LAN)."),
@@ -205,13 +214,43 @@ def serve(
     from homellm.serve.engine_backend import find_ggufs
     from homellm.settings import load_settings
 
-    if sum(x is not None for x in (backend, model, models_dir)) > 1:
-        raise UsageError("give only one of --backend, --model and --models-dir")
+    if model is not None and models_dir is not None:
+        raise UsageError("give only one of --model and --models-dir")
     model_file = _model_file(model, yes) if model is not None else None
-    settings = load_settings(config, backend=backend, model=model_file, host=host, port=port, tls=tls,
+    pool = _backend_flags(backend or [])
+    settings = load_settings(config, **pool, model=model_file, host=host, port=port, tls=tls,
                              tls_cert=tls_cert, tls_key=tls_key, insecure=insecure, worker=worker)  # fmt: skip
     models = find_ggufs(models_dir) if models_dir else None
     _start(settings, models)
+
+
+def _backend_flags(flags: list[str]) -> dict[str, object]:
+    """One ``--backend URL`` is the single backend; several are a pool (each ``NAME=URL`` or ``URL``).
+    Flags replace the config file's ``[[backends]]``."""
+    from homellm.errors import UsageError
+    from homellm.i18n import _
+    from homellm.pool.members import default_name, parse_backend_flag
+    from homellm.settings import BackendSpec
+
+    if not flags:
+        return {}
+    if len(flags) == 1:
+        return {"backend": parse_backend_flag(flags[0])[1], "backends": []}
+    specs: list[BackendSpec] = []
+    taken: set[str] = set()
+    for flag in flags:
+        name, url = parse_backend_flag(flag)
+        if not url:
+            raise UsageError(_("--backend needs a URL, like http://10.0.0.5:11434 or gpu=http://10.0.0.5:11434"))
+        name = name or default_name(url, taken)
+        if name in taken:
+            raise UsageError(_("two backends are named {name!r}; give each its own name").format(name=name))
+        taken.add(name)
+        try:
+            specs.append(BackendSpec(name=name, url=url))
+        except ValueError:  # pydantic's ValidationError
+            raise UsageError(_("--backend {flag!r}: a name is at most 64 characters").format(flag=flag[:100])) from None
+    return {"backends": specs}
 
 
 def up(

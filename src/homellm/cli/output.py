@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,7 @@ class Col:
     drop: int = 0
 
 
-def narrow_table(columns: list[Col], rows: list[list[str | Text]], title: str | None = None) -> Table:
+def narrow_table(columns: list[Col], rows: Sequence[Sequence[str | Text]], title: str | None = None) -> Table:
     """A table that stays readable at 80 columns: less important columns are dropped, in ``drop`` order,
     until the rest fits; the columns that remain wrap (names fold) instead of being cut to an ellipsis."""
     from rich.table import Table

@@ -37,6 +37,14 @@ def pair(url: str, code: str, pem: str, device: str | None = None) -> dict[str, 
     Returns ``{"name", "key", "models"}``. The server has then proved it knows the code *and* presents
     ``pem`` to this device; a relay with its own certificate makes this raise :class:`PairingFailed`.
     """
+    return _checked_grant(pair_exchange(url, code, pem, device))
+
+
+def pair_exchange(
+    url: str, code: str, pem: str, device: str | None = None, offer: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The PAKE exchange of :func:`pair`; returns the server's grant as it decrypted (unchecked). A worker
+    joining the pool (``homellm join``) sends ``offer`` sealed under the same key, in round 2."""
     parsed = wire.parse_code(code)
     name = wire.device_name(device) if device else wire.default_device(socket.gethostname())
     seen = fingerprint_of_pem(pem.encode())
@@ -60,6 +68,9 @@ def pair(url: str, code: str, pem: str, device: str | None = None) -> dict[str, 
                 raise failed from None
             mac = keys.confirm_client(seen)
             confirm = {"v": wire.VERSION, "session": started["session"], "confirm": wire.encode(mac)}
+            if offer is not None:
+                nonce, sealed = keys.seal(seen, offer, wire.OFFER)
+                confirm |= {"nonce": wire.encode(nonce), "offer": wire.encode(sealed)}
             r = c.post("/homellm/pair/confirm", json=confirm)
     except httpx.HTTPError as exc:
         raise HomeLLMError(_("cannot reach {url}: {error}").format(url=url, error=visible(str(exc)))) from None
@@ -75,7 +86,7 @@ def pair(url: str, code: str, pem: str, device: str | None = None) -> dict[str, 
         grant = keys.open(seen, wire.decode(answer["nonce"], wire.NONCE_BYTES), wire.decode(answer["grant"]))
     except wire.PairingMessageError:
         raise failed from None
-    return _checked_grant(grant)
+    return grant
 
 
 def _json_of(r: httpx.Response) -> object:

@@ -19,6 +19,7 @@ class Step:
     ok: bool
     detail: str
     fix: str = ""
+    required: bool = True  # False: a pool member that is down is shown, but the server still answers
 
 
 def diagnose(profile: Profile) -> list[Step]:
@@ -76,9 +77,31 @@ def diagnose(profile: Profile) -> list[Step]:
                                   "`homellm doctor` there tells more"))  # fmt: skip
                 return steps
             steps.append(Step("backend", True, health.json().get("describe", "answering")))
+            steps += _pool_members(health.json())
             models = [m["name"] for m in auth.json().get("models", [])]
             steps.append(Step("models", bool(models), ", ".join(models) or "none visible to this key",
                               "" if models else "ask the server's admin to allow a model for this key"))  # fmt: skip
     except (httpx.HTTPError, ssl.SSLError) as exc:
         steps.append(Step("HTTPS request", False, str(exc), "retry; if it persists run `homellm doctor` on the server"))
+    return steps
+
+
+def _pool_members(health: dict[str, object]) -> list[Step]:
+    """A pool's members, as an admin key sees them in /homellm/health (other keys see none)."""
+    from homellm.untrusted import visible
+
+    members = health.get("backends")
+    steps = []
+    for m in members if isinstance(members, list) else []:
+        if not isinstance(m, dict):
+            continue
+        name, state = visible(str(m.get("name", "?")), 64), visible(str(m.get("state", "?")), 20)
+        loaded = ", ".join(visible(str(n), 80) for n in m.get("loaded") or []) or "none"
+        if state in ("up", "half-open"):
+            detail = f"{state}, {len(m.get('models') or [])} models, loaded: {loaded}"
+        else:
+            why = visible(str(m.get("detail") or ""), 200)
+            detail = f"{state} ({why})" if why else state
+        fix = "" if state == "up" else "it is routed around; check that machine (homellm doctor there)"
+        steps.append(Step(f"backend {name}", state == "up", detail, fix, required=False))
     return steps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import dataclass
 from typing import Any
 
 from homellm.hardware.types import GpuDevice
@@ -71,3 +72,49 @@ def detect_nvidia_smi() -> list[GpuDevice]:
 
 def detect_nvidia() -> list[GpuDevice]:
     return detect_nvml() or detect_nvidia_smi()
+
+
+@dataclass(frozen=True)
+class GpuUsage:
+    """One GPU now: memory in bytes, utilization in percent (None where it cannot be read)."""
+
+    name: str
+    memory_total: int
+    memory_used: int
+    memory_free: int
+    utilization: int | None
+
+
+def gpu_usage(nvml: Any = None) -> list[GpuUsage]:
+    """What every NVIDIA GPU is doing now (NVML; the nvidia-smi fallback has no utilization); [] without one."""
+    if nvml is None:
+        try:
+            import pynvml
+        except ImportError:
+            pynvml = None
+        nvml = pynvml
+    if nvml is not None:
+        try:
+            nvml.nvmlInit()
+        except Exception:  # no driver: NVML cannot say anything
+            nvml = None
+    if nvml is None:
+        return [
+            GpuUsage(d.name, d.memory_bytes, d.memory_bytes - (d.free_bytes or 0), d.free_bytes or 0, None)
+            for d in detect_nvidia_smi()
+        ]
+    try:
+        out = []
+        for i in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            name = nvml.nvmlDeviceGetName(handle)
+            mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+            try:
+                utilization: int | None = int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+            except Exception:  # not supported on this device
+                utilization = None
+            out.append(GpuUsage(name.decode() if isinstance(name, bytes) else str(name), int(mem.total),
+                                int(mem.used), int(mem.free), utilization))  # fmt: skip
+        return out
+    finally:
+        nvml.nvmlShutdown()

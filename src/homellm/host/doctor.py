@@ -118,12 +118,14 @@ def check_keys(keys: list[ApiKey], now: float | None = None) -> list[Finding]:
             "homellm keys revoke NAME" if stale else "",
         )
     )
+    # a household's own devices may use every model (pairing makes such keys unless given --models): a
+    # choice, not a fault; the finding says which keys they are and how to narrow one
     out.append(
         Finding(
-            "warn" if open_scope else "ok",
+            "ok",
             "model allowlists",
             f"keys allowed every model: {', '.join(open_scope) or 'none'}",
-            "give device keys a list: homellm keys create NAME --models a,b" if open_scope else "",
+            "to limit a device: homellm pair --models a,b (or keys create NAME --models a,b)" if open_scope else "",
         )
     )
     return out

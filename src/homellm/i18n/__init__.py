@@ -14,7 +14,17 @@ from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 
-__all__ = ["LANGUAGES", "N_", "_", "current_language", "language_from_env", "ngettext", "set_language", "use_language"]
+__all__ = [
+    "LANGUAGES",
+    "N_",
+    "_",
+    "current_language",
+    "language_from_accept",
+    "language_from_env",
+    "ngettext",
+    "set_language",
+    "use_language",
+]
 
 DOMAIN = "homellm"
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -51,6 +61,25 @@ def language_from_env(env: dict[str, str]) -> str:
         if var != "LANGUAGE":
             return "en"  # a set variable that names another language (C, de_DE) means English here
     return "en"
+
+
+def language_from_accept(header: str) -> str:
+    """The best of our languages for an ``Accept-Language`` header (``ja,en-US;q=0.8`` -> ``ja``); English
+    when it names neither. At most 16 entries are read."""
+    best, best_q = "en", 0.0
+    for part in header.split(",")[:16]:
+        tag, _sep, params = part.strip().partition(";")
+        q = 1.0
+        name, _eq, value = params.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                q = 0.0
+        lang = normalize(tag)
+        if lang and q > best_q:
+            best, best_q = lang, q
+    return best
 
 
 def set_language(lang: str) -> None:

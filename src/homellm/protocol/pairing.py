@@ -47,6 +47,9 @@ MAX_GRANT_BYTES = 4096
 SESSION_LENGTH = 32
 DEVICE_LENGTH = 40  # leaves room for a "-NNN" suffix inside a 64-character key name
 
+GRANT = b"grant"  # the server's answer, sealed
+OFFER = b"worker offer"  # what a joining worker offers (its port, its backend, its certificate), sealed
+
 _ID_CLIENT = b"homellm-pair v2 client"
 _ID_SERVER = b"homellm-pair v2 server"
 
@@ -142,23 +145,25 @@ class PairingKeys:
         data = _frame(b"homellm-pair server", fingerprint.encode(), self.transcript, confirm_client)
         return hmac.new(_subkey(self.key, b"server confirmation"), data, hashlib.sha256).digest()
 
-    def _aad(self, fingerprint: str) -> bytes:
-        return _frame(b"homellm-pair grant", fingerprint.encode(), self.transcript)
+    def _aad(self, fingerprint: str, purpose: bytes) -> bytes:
+        return _frame(b"homellm-pair " + purpose, fingerprint.encode(), self.transcript)
 
-    def seal(self, fingerprint: str, grant: dict[str, Any]) -> tuple[bytes, bytes]:
-        """(nonce, ciphertext) of the grant under a key derived from the SPAKE2 key."""
+    def seal(self, fingerprint: str, grant: dict[str, Any], purpose: bytes = GRANT) -> tuple[bytes, bytes]:
+        """(nonce, ciphertext) of the grant under a key derived from the SPAKE2 key. ``purpose`` is
+        :data:`GRANT` (server to device) or :data:`OFFER` (a joining worker to the server): each
+        direction has its own key."""
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         nonce = os.urandom(NONCE_BYTES)
         plain = json.dumps(grant, separators=(",", ":")).encode()
-        return nonce, AESGCM(_subkey(self.key, b"grant")).encrypt(nonce, plain, self._aad(fingerprint))
+        return nonce, AESGCM(_subkey(self.key, purpose)).encrypt(nonce, plain, self._aad(fingerprint, purpose))
 
-    def open(self, fingerprint: str, nonce: bytes, sealed: bytes) -> dict[str, Any]:
+    def open(self, fingerprint: str, nonce: bytes, sealed: bytes, purpose: bytes = GRANT) -> dict[str, Any]:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         try:
-            plain = AESGCM(_subkey(self.key, b"grant")).decrypt(nonce, sealed, self._aad(fingerprint))
+            plain = AESGCM(_subkey(self.key, purpose)).decrypt(nonce, sealed, self._aad(fingerprint, purpose))
             grant = json.loads(plain)
         except (InvalidTag, ValueError):
             raise PairingMessageError(_("the grant does not decrypt")) from None
@@ -254,5 +259,7 @@ def fields(body: object, bounds: dict[str, int]) -> dict[str, str]:
 
 START_FIELDS = {"nameplate": 8, "msg": 64, "device": 200}
 CONFIRM_FIELDS = {"session": 64, "confirm": 64}
+# a worker joining the pool (`homellm join`) adds its sealed offer to round 2
+CONFIRM_WORKER_FIELDS = {**CONFIRM_FIELDS, "nonce": 24, "offer": (MAX_GRANT_BYTES + 2) // 3 * 4}
 ANSWER_START_FIELDS = {"session": 64, "msg": 64}
 ANSWER_CONFIRM_FIELDS = {"confirm": 64, "nonce": 24, "grant": (MAX_GRANT_BYTES + 2) // 3 * 4}

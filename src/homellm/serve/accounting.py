@@ -63,5 +63,7 @@ class Accounting:
                 prompt=ctx.prompt[:MAX_STORED_TEXT] if ctx.prompt else None,
                 error=stats.error[:500] if stats.error else None,
                 queue_ms=stats.queue_ms,
+                backend=stats.backend,
+                queue_position=stats.queue_position,
             )
         )

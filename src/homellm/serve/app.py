@@ -14,7 +14,7 @@ from typing import Any
 
 from homellm.discovery import Advertiser
 from homellm.errors import GatewayError
-from homellm.i18n import _
+from homellm.i18n import _, language_from_accept, use_language
 from homellm.serve.accounting import Accounting
 from homellm.serve.backends import Backend
 from homellm.serve.checks import PREFLIGHT, Checks, ClientGone
@@ -37,12 +37,15 @@ from homellm.serve.request import (
     json_reply,
 )
 from homellm.serve.request import text_reply as text
+from homellm.serve.router import Member, PoolOptions, Router
+from homellm.serve.tls import TlsFiles
 from homellm.settings import Settings
 from homellm.store import open_database
 from homellm.store.db import database_path
 from homellm.store.keys import KeyCache, KeyStore
 from homellm.store.pairing import Pairing
 from homellm.store.usage import UsageWriter
+from homellm.web import is_web_path
 
 log = logging.getLogger("homellm.gateway")
 
@@ -51,14 +54,17 @@ class Gateway:
     def __init__(
         self,
         settings: Settings,
-        backend: Backend,
+        backend: Backend | Router,
         fingerprint: str | None = None,
         advertiser: Advertiser | None = None,
     ) -> None:
         self.settings = settings
         self.fingerprint = fingerprint
         self.advertiser = advertiser
-        self.backend = backend
+        # one backend, or a pool of them (serve/router.py); workers that join later make it a pool
+        options = PoolOptions.from_settings(settings)
+        self.router = backend if isinstance(backend, Router) else Router.of(backend, options)
+        self.backend = self.router.members[0].backend  # the only one, or the pool's first
         path = database_path(settings.home)
         self.db = open_database(settings.home)
         self.keys = KeyStore(self.db)
@@ -70,9 +76,21 @@ class Gateway:
         self.usage = UsageWriter(path)
         self.metrics = Metrics()
         self.checks = Checks(settings, self.key_cache)
-        self.fields = FieldPolicy(llama_extras=backend.kind == "openai")
-        self.forward = Forwarder(settings, backend)
+        self.fields = FieldPolicy(llama_extras="openai" in self.router.kinds())
+        self.forward = Forwarder(settings, self.router)
         self.accounting = Accounting(self.usage, self.metrics)
+        from homellm.serve.quota import Quotas
+        from homellm.store.workers import Workers
+
+        self.quotas = Quotas(self.db)
+        self.workers = Workers(self.db)
+        self._workers_seen: tuple[int, float, int] | None = None
+        self.router.use_metrics(self.metrics)
+        self.router.watch = self._joined
+        from homellm.web import WebApp
+
+        self.web = WebApp(self)  # /app/: the web app, and its session cookies as a way to authenticate
+        self.checks.sessions = self.web.sessions
 
     # ---- ASGI -----------------------------------------------------------------------------
 
@@ -85,6 +103,10 @@ class Gateway:
         client = scope.get("client") or ("", 0)
         path = scope["path"]
         ctx = Ctx(front_of(path), scope["method"], path, client[0], header_map(scope))
+        accept = ctx.headers.get("accept-language")  # messages in the client's language (the web app sends its
+        language = use_language(language_from_accept(accept)) if accept else None  # switch's choice)
+        if language is not None:
+            language.__enter__()
         scope[REQUEST_TASK] = task = asyncio.current_task()
         self.metrics.active.inc()
         try:
@@ -95,10 +117,13 @@ class Gateway:
             ctx.stats.error = str(exc)
             await error_reply(ctx.front, exc, ctx.cors)(scope, receive, send)
         except asyncio.CancelledError:
-            if not scope.get(CLIENT_GONE) or task is None:
-                raise  # the server is shutting down
-            task.uncancel()  # the client left; the upstream request was closed on the way out
-            _client_ended(scope, ctx)
+            if task is not None:
+                task.uncancel()  # the upstream request was closed on the way out
+            if scope.get(CLIENT_GONE):
+                _client_ended(scope, ctx)
+            else:  # the server is shutting down (Ctrl-C, SIGTERM): the request ends with it, quietly
+                ctx.stats.cancelled = True
+                ctx.stats.error = _("the gateway stopped")
         except ClientGone:
             _client_ended(scope, ctx)
         except Exception as exc:  # a bug must not leak a slot, a traceback or a half answer
@@ -108,8 +133,14 @@ class Gateway:
                 err = GatewayError(500, _("internal error in the gateway; the server's log has details"))
                 await error_reply(ctx.front, err, ctx.cors)(scope, receive, send)
         finally:
+            if language is not None:
+                language.__exit__()
             self.metrics.active.dec()
             self.checks.release(ctx)
+            if ctx.lease is not None:
+                ctx.lease.release()
+            if ctx.quota:
+                self.quotas.finish(ctx)
             self.accounting.finish(ctx)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -117,7 +148,7 @@ class Gateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.backend.start()
+                    await self.router.start()
                     if self.advertiser is not None:
                         await self.advertiser.start()
                 except Exception as exc:
@@ -127,7 +158,7 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown":
                 if self.advertiser is not None:
                     await self.advertiser.stop()
-                await self.backend.close()
+                await self.router.close()
                 self.usage.close()
                 self.key_cache.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -138,6 +169,8 @@ class Gateway:
     async def _handle(self, ctx: Ctx, receive: Receive) -> Reply:
         checks = self.checks
         checks.network(ctx)
+        if is_web_path(ctx.path):
+            return await self.web.handle(ctx, receive)
         if ctx.method == "OPTIONS":
             if not ctx.cors:
                 raise GatewayError(405, _("OPTIONS is only answered for CORS preflight requests"))
@@ -159,6 +192,8 @@ class Gateway:
             ctx.raw = await checks.read_body(ctx, receive)
             return await self._pair(ctx)
         if route.public:
+            if route.op == "root" and "text/html" in ctx.headers.get("accept", ""):
+                return BytesReply(b"", 303, b"text/plain", {"Location": "/app/"})  # a browser: the web app
             return text("Ollama is running")
         ctx.key = key = checks.authenticate(ctx)
         checks.authorize(ctx, route, key)
@@ -175,6 +210,7 @@ class Gateway:
                 ctx.prompt = _prompt_text(body)
         if route.inference:
             await self.forward.check_exists(ctx)
+            self.quotas.admit(ctx)
             checks.acquire(ctx)
         return await self.forward.dispatch(route, ctx, receive)
 
@@ -183,9 +219,34 @@ class Gateway:
         from homellm.serve import pairing
 
         body = pairing.parse_body(ctx.raw)
+        join = pairing.JoinContext(self.workers, lambda: self.link_identity().cert.read_text())
         status, answer = pairing.handle(ctx.path, body, ctx.client_ip, self.pairing, self.keys, self.pair_sessions,
-                                        self.fingerprint)  # fmt: skip
+                                        self.fingerprint, join)  # fmt: skip
         return json_reply(answer, status)
+
+    # ---- machines that joined (homellm join) ----------------------------------------------
+
+    def link_identity(self) -> TlsFiles:
+        """The certificate this gateway presents to its workers (a TLS client certificate, made once)."""
+        from homellm.pool.worker_link import link_identity
+
+        return link_identity(self.settings.home / "tls" / "link", "homellm main gateway", client=True)
+
+    async def _joined(self) -> list[Member] | None:
+        """The joined workers as pool members, when they changed since the last look (else None)."""
+        from homellm.pool.members import worker_member
+
+        seen = self.workers.version()
+        if seen == self._workers_seen:
+            return None
+        self._workers_seen = seen
+        workers = self.workers.list()
+        if not workers:
+            return []
+        identity = self.link_identity()
+        joined = [worker_member(w, identity, self.settings.idle_timeout_s) for w in workers]
+        self.fields = FieldPolicy(llama_extras="openai" in self.router.kinds() | {m.backend.kind for m in joined})
+        return joined
 
 
 def _client_ended(scope: Scope, ctx: Ctx) -> None:

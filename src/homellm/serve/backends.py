@@ -24,6 +24,11 @@ ApiKind = Literal["ollama", "openai"]
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
+class BackendDown(GatewayError):
+    """The backend could not be reached, hung up, went silent or said it cannot serve now (502/503/504):
+    in a pool, another backend may answer instead (if nothing has reached the client yet)."""
+
+
 @dataclass
 class ModelEntry:
     name: str
@@ -38,6 +43,7 @@ class Backend:
     label = N_("OpenAI-compatible server")
     managed = False  # True when homellm runs the backend itself (on a private loopback port)
     stops_on_disconnect = True  # closing a non-streamed request stops its generation (Ollama, llama-server, vLLM)
+    answers_while_busy = True  # a health check is answered during generations (llama-cpp-python's is not)
 
     def __init__(self, base_url: str, idle_timeout: float = 300.0, connect_timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -124,6 +130,25 @@ class Backend:
             return [m for m in data.get("models", []) if isinstance(m, dict)]
         return []
 
+    async def probe(self) -> tuple[list[ModelEntry], list[dict[str, Any]]]:
+        """A health check: (the models it serves, those loaded now in ``/api/ps`` shape); raises when it
+        does not answer. An OpenAI-compatible server serves what it lists, so all of it counts as loaded."""
+        self.ready()
+        entries = await self.models()
+        if self.kind == "ollama":
+            return entries, await self.loaded()
+        return entries, [{"name": e.name, "model": e.name, "size": e.size, "details": e.details} for e in entries]
+
+    @property
+    def reads(self) -> int:
+        """Data arrivals from the backend so far (signs of life while it is too busy to answer a check)."""
+        return self._upstream.reads if self._upstream is not None else 0
+
+    def abort(self, reason: str) -> int:
+        """Cut every request in progress on this backend now (it is gone or hung): they fail at once, and
+        the pool retries those that have sent nothing to their client yet. Returns how many were cut."""
+        return self._upstream.abort(reason) if self._upstream is not None else 0
+
     def describe(self) -> str:
         return _("{backend} at {url}").format(backend=_(self.label), url=self.base_url)
 
@@ -134,12 +159,12 @@ class Backend:
         if isinstance(exc, GatewayError):
             return exc
         if isinstance(exc, ConnectFailed):
-            return GatewayError(502, _("{backend} at {url} is not reachable; is it running?").format(
+            return BackendDown(502, _("{backend} at {url} is not reachable; is it running?").format(
                 backend=_(self.label), url=self.base_url))  # fmt: skip
         if isinstance(exc, TimeoutError):
-            return GatewayError(504, _("{backend} went silent for longer than the idle timeout ({s:.0f} s)").format(
+            return BackendDown(504, _("{backend} went silent for longer than the idle timeout ({s:.0f} s)").format(
                 backend=_(self.label), s=self.idle_timeout))  # fmt: skip
-        return GatewayError(502, _("{backend} closed the connection before the answer was complete").format(
+        return BackendDown(502, _("{backend} closed the connection before the answer was complete").format(
             backend=_(self.label)))  # fmt: skip
 
 

@@ -9,7 +9,7 @@ allowlist -> the model exists -> a concurrency slot. Only then does a request re
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homellm.errors import GatewayError
 from homellm.i18n import _
@@ -18,9 +18,12 @@ from homellm.serve.body import read_object
 from homellm.serve.limits import ConcurrencyLimiter, RateLimiter, retry_after
 from homellm.serve.network import allowed_host_names, host_of, ip_allowed, parse_networks
 from homellm.serve.policy import Route
-from homellm.serve.request import MAX_MODEL_NAME, Ctx, Receive
+from homellm.serve.request import MAX_MODEL_NAME, Ctx, Receive, same_origin
 from homellm.settings import Settings
 from homellm.store.keys import ApiKey, KeyCache
+
+if TYPE_CHECKING:
+    from homellm.web.sessions import SessionAuth
 
 # headers the gateway reads: a value outside printable ASCII is refused, not guessed at
 READ_HEADERS = (
@@ -57,6 +60,8 @@ class Checks:
         self.origins = frozenset(o.rstrip("/").lower() for o in settings.cors_origins)
         self.rate = RateLimiter(settings.requests_per_minute)
         self.slots = ConcurrencyLimiter(settings.max_streams_per_key)
+        self.sessions: SessionAuth | None = None  # the web app's session cookies (set by the gateway)
+        self.running: dict[int, Ctx] = {}  # requests holding a slot now (the household page lists them)
 
     # ---- before the route ---------------------------------------------------------------
 
@@ -74,7 +79,7 @@ class Checks:
                 403, _("Host {host!r} is not a name of this server (DNS rebinding guard)").format(host=host[:100])
             )
         origin = ctx.headers.get("origin")
-        if origin:
+        if origin and not same_origin(origin, ctx.headers.get("host", "")):  # the web app's own pages pass
             if origin.rstrip("/").lower() not in self.origins:
                 raise GatewayError(
                     403, _("origin {origin} is not allowed; add it to cors_origins").format(origin=origin[:100])
@@ -85,6 +90,10 @@ class Checks:
 
     def authenticate(self, ctx: Ctx) -> ApiKey:
         presented = presented_key(ctx.headers)
+        if presented is None and self.sessions is not None and "cookie" in ctx.headers:
+            session_key = self.sessions.authenticate(ctx)  # a signed-in browser (CSRF and origin checked)
+            if session_key is not None:
+                return session_key
         if presented is None:
             raise GatewayError(401, _("an API key is required: send 'Authorization: Bearer <key>'"))
         key = self.keys.verify(presented)
@@ -164,11 +173,13 @@ class Checks:
                 headers={"Retry-After": "1"},
             )
         ctx.slot = True
+        self.running[id(ctx)] = ctx
 
     def release(self, ctx: Ctx) -> None:
         if ctx.slot and ctx.key is not None:
             self.slots.release(ctx.key.name)
             ctx.slot = False
+            self.running.pop(id(ctx), None)
 
 
 class ClientGone(Exception):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from homellm.errors import GatewayError, UsageError
 from homellm.i18n import N_, _
-from homellm.serve.backends import ModelEntry, OpenAIBackend
+from homellm.serve.backends import BackendDown, ModelEntry, OpenAIBackend
 
 if TYPE_CHECKING:
     from homellm.engine.supervisor import EngineModel, EngineSupervisor
@@ -74,6 +74,7 @@ class EngineBackend(OpenAIBackend):
     label = N_("the embedded engine")
     managed = True
     stops_on_disconnect = False  # llama-cpp-python finishes a non-streamed generation whatever the client does
+    answers_while_busy = False  # its server answers nothing else while it generates (one lock)
 
     def __init__(
         self,
@@ -106,6 +107,7 @@ class EngineBackend(OpenAIBackend):
 
     async def start(self) -> None:
         await self.supervisor.start()
+        await asyncio.to_thread(lambda: self._headers)  # read the GGUF headers off the event loop, once
 
     async def close(self) -> None:
         await self.supervisor.stop()
@@ -113,9 +115,9 @@ class EngineBackend(OpenAIBackend):
 
     def ready(self) -> None:
         if self.supervisor.unavailable:
-            raise GatewayError(503, self.supervisor.unavailable, headers={"Retry-After": "5"})
+            raise BackendDown(503, self.supervisor.unavailable, headers={"Retry-After": "5"})
         if not self.supervisor.ready:
-            raise GatewayError(
+            raise BackendDown(
                 503, _("the engine is starting or restarting; retry in a few seconds"), headers={"Retry-After": "5"}
             )
 
@@ -124,7 +126,7 @@ class EngineBackend(OpenAIBackend):
         proc = self.supervisor.process
         gone = (proc is not None and proc.poll() is not None) or self.supervisor.lost_worker()
         if gone or not self.supervisor.ready:
-            return GatewayError(503, self.supervisor.crash_message(), headers={"Retry-After": "5"})
+            return BackendDown(503, self.supervisor.crash_message(), headers={"Retry-After": "5"})
         return super().failure(exc)
 
     def _model(self, name: str) -> EngineModel | None:
@@ -153,6 +155,11 @@ class EngineBackend(OpenAIBackend):
     async def models(self) -> list[ModelEntry]:
         """The engine's models, described from their GGUF headers (size, family, parameters, quantization)."""
         return [self._entry(m) for m in self.supervisor.models]
+
+    async def probe(self) -> tuple[list[ModelEntry], list[dict[str, Any]]]:
+        """The supervisor's word: llama-cpp-python answers nothing else while it generates (one lock)."""
+        self.ready()
+        return await self.models(), await self.loaded()
 
     async def loaded(self) -> list[dict[str, Any]]:
         """The engine keeps every model it serves loaded."""

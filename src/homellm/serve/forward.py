@@ -23,13 +23,14 @@ from homellm.i18n import _
 from homellm.protocol import ollama as ow
 from homellm.protocol import translate
 from homellm.serve import relay
-from homellm.serve.backends import JSON_HEADERS, Backend
+from homellm.serve.backends import JSON_HEADERS, Backend, BackendDown, ModelEntry
 from homellm.serve.body import encode, encode_async
 from homellm.serve.policy import Route
 from homellm.serve.request import BytesReply, Ctx, Receive, Reply, json_reply
 from homellm.settings import Settings
 
 if TYPE_CHECKING:
+    from homellm.serve.router import Lease, Router
     from homellm.serve.upstream import UpstreamResponse
 
 log = logging.getLogger("homellm.gateway")
@@ -40,9 +41,13 @@ MODELS_TTL = 10.0
 
 
 class Forwarder:
-    def __init__(self, settings: Settings, backend: Backend) -> None:
+    """Sends each request to a backend: the one backend itself (:attr:`Router.single`, the hot path), or
+    the pool member the router picks for it (``_pooled``), retried on another member while nothing has
+    reached the client."""
+
+    def __init__(self, settings: Settings, router: Router) -> None:
         self.settings = settings
-        self.backend = backend
+        self.router = router
         self._models: tuple[float, list[str]] = (-MODELS_TTL, [])
 
     # ---- what the backend has -----------------------------------------------------------
@@ -50,16 +55,20 @@ class Forwarder:
     async def model_names(self, refresh: bool = False) -> list[str]:
         import time
 
+        b = self.router.single
+        if b is None:
+            return [e.name for e in self.router.entries()]
         stamp, names = self._models
         if refresh or time.monotonic() - stamp > MODELS_TTL:
-            names = [m.name for m in await self.backend.models()]
+            names = [m.name for m in await b.models()]
             self._models = (time.monotonic(), names)
         return names
 
     async def check_exists(self, ctx: Ctx) -> None:
         """OpenAI-style servers may answer for an unknown model with their default one: refuse it here.
-        The message never names models outside the key's allowlist."""
-        if self.backend.kind == "ollama" or ctx.model is None:
+        The message never names models outside the key's allowlist. (A pool knows each member's models.)"""
+        b = self.router.single
+        if b is None or b.kind == "ollama" or ctx.model is None:
             return
         if ctx.model not in await self.model_names() and ctx.model not in await self.model_names(refresh=True):
             assert ctx.key is not None
@@ -74,16 +83,21 @@ class Forwarder:
     # ---- dispatch -----------------------------------------------------------------------
 
     async def dispatch(self, route: Route, ctx: Ctx, receive: Receive) -> Reply:
-        b = self.backend
+        b = self.router.single
+        if b is None:
+            return await self._pooled(route, ctx, receive)
+        return await self._dispatch_on(b, route, ctx, receive)
+
+    async def _dispatch_on(self, b: Backend, route: Route, ctx: Ctx, receive: Receive) -> Reply:
         op = route.op
         if op == "health":
-            return await self._health(ctx)
+            return await self._health(b, ctx)
         if op == "version":
             if b.kind == "ollama":
-                return await self._pass(ctx, receive, None)
+                return await self._pass(b, ctx, receive, None)
             return json_reply({"version": f"{__version__}-homellm"})
         if op in ("tags", "ps", "models", "model"):
-            return await self._listing(op, ctx)
+            return await self._listing(b, op, ctx)
         if op in ("manage", "blob"):
             if b.kind != "ollama":
                 raise GatewayError(
@@ -91,28 +105,133 @@ class Forwarder:
                     _("model management needs an Ollama backend; {backend} cannot do it").format(backend=b.describe()),
                 )
             body = encode(ctx.body) if route.json_body else ctx.raw
-            return await self._pass(ctx, receive, body)
+            return await self._pass(b, ctx, receive, body)
         assert ctx.body is not None
         if route.front == "openai" or b.kind == "ollama":
-            return await self._pass_json(route, ctx, receive)
-        return await self._translate(op, ctx, receive)
+            return await self._pass_json(b, route, ctx, receive)
+        return await self._translate(b, op, ctx, receive)
+
+    # ---- the pool -----------------------------------------------------------------------
+
+    async def _pooled(self, route: Route, ctx: Ctx, receive: Receive) -> Reply:
+        """Listings and health from the whole pool; every other request on the member the router picks,
+        and on another one when that member fails before anything reached the client."""
+        router = self.router
+        op = route.op
+        if op == "health":
+            return self._pool_health(ctx)
+        if op in ("tags", "ps", "models", "model"):
+            return self._pool_listing(op, ctx)
+        if "ollama" not in router.kinds():
+            if op == "version":
+                return json_reply({"version": f"{__version__}-homellm"})
+            if op in ("manage", "blob"):
+                raise GatewayError(501, _("model management needs an Ollama backend; none in the pool can do it"))
+        tried: frozenset[str] = frozenset()
+        while True:
+            lease = await self._lease(route, ctx, tried)
+            member = lease.member
+            ctx.stats.backend = member.name
+            try:
+                reply = await self._dispatch_on(member.backend, route, ctx, receive)
+            except BackendDown as exc:  # nothing has reached the client yet: another member may answer
+                router.failed(lease, str(exc))
+                self._give_back(ctx, lease)
+                tried |= {member.name}
+                if not router.has_other(ctx.model, tried):
+                    raise
+                log.warning("pool: %s failed (%s); retrying on another backend", member.name, exc)
+                continue
+            except BaseException:
+                self._give_back(ctx, lease)
+                raise
+            router.succeeded(lease, ctx.model)
+            return reply
+
+    async def _lease(self, route: Route, ctx: Ctx, tried: frozenset[str]) -> Lease:
+        """A slot for an inference request (it may wait in its key's queue); a member for anything else."""
+        from homellm.serve.router import Lease
+
+        router = self.router
+        if not route.inference:
+            model = ctx.model
+            if route.op in ("manage", "blob", "version"):  # only Ollama can: leave the others out
+                tried |= {m.name for m in router.members if m.backend.kind != "ollama"}
+                if model is not None and not any(m.has(model) for m in router.members):
+                    model = None  # pulling or creating a model no member has yet
+            member = router.find(model, tried)
+            return Lease(router, member, member.breaker.begin(), slot=False)
+        key = ctx.key
+        assert key is not None
+        lease = await router.acquire(ctx.model, key.name, key.priority, tried)
+        ctx.lease = lease
+        if lease.queue_ms is not None:
+            ctx.stats.queue_ms, ctx.stats.queue_position = lease.queue_ms, lease.position
+        return lease
+
+    @staticmethod
+    def _give_back(ctx: Ctx, lease: Lease) -> None:
+        lease.release()
+        if ctx.lease is lease:
+            ctx.lease = None
+
+    def _pool_listing(self, op: str, ctx: Ctx) -> Reply:
+        key = ctx.key
+        assert key is not None
+        if op == "ps":
+            return json_reply({"models": [m for m in self.router.loaded_now() if key.may_use(str(m.get("name", "")))]})
+        entries = [m for m in self.router.entries() if key.may_use(m.name)]
+        if op == "model":
+            if ctx.model not in [e.name for e in entries]:
+                raise GatewayError(404, _("model {model!r} not found").format(model=ctx.model))
+            return json_reply({"id": ctx.model, "object": "model", "created": 0, "owned_by": "homellm"})
+        return self._listed(op, entries)
+
+    @staticmethod
+    def _listed(op: str, entries: list[ModelEntry]) -> Reply:
+        if op == "models":
+            return json_reply(
+                {
+                    "object": "list",
+                    "data": [{"id": m.name, "object": "model", "created": 0, "owned_by": "homellm"} for m in entries],
+                }
+            )
+        return json_reply(
+            {"models": [translate.tag_entry(m.name, m.size, m.details, m.digest, m.modified_at) for m in entries]}
+        )
+
+    def _pool_health(self, ctx: Ctx) -> Reply:
+        """Admin keys see each backend (address, state, breaker, load, models); other keys only whether the
+        pool answers and how many of their models it has: no addresses, no models outside their allowlist."""
+        key = ctx.key
+        assert key is not None
+        members = self.router.members
+        up = sum(1 for m in members if m.usable())
+        visible = [e.name for e in self.router.entries() if key.may_use(e.name)]
+        data: dict[str, Any] = {
+            "backend": "ok" if up else "down",
+            "describe": _("a pool of {n} backends, {up} up").format(n=len(members), up=up),
+            "models": len(visible),
+            "waiting": self.router.waiting(),
+        }
+        if key.admin:
+            data["backends"] = self.router.status(key.may_use)
+        if not up:
+            data["detail"] = _("every backend in the pool is down")
+        return json_reply(data, 200 if up else 502)
 
     # ---- pass-through -------------------------------------------------------------------
 
-    async def _pass_json(self, route: Route, ctx: Ctx, receive: Receive) -> Reply:
+    async def _pass_json(self, b: Backend, route: Route, ctx: Ctx, receive: Receive) -> Reply:
         body = dict(ctx.body or {})
         streamed = bool(body.get("stream", route.front == "ollama"))
-        if (
-            route.front == "openai"
-            and not streamed
-            and route.op != "openai_embeddings"
-            and not self.backend.stops_on_disconnect
-        ):
-            return await self._openai_collected(route, ctx, receive, body)
+        if route.front == "openai" and not streamed and route.op != "openai_embeddings" and not b.stops_on_disconnect:
+            return await self._openai_collected(b, route, ctx, receive, body)
         want_usage = bool(
             streamed and isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage")
         )
         return await self._pass(
+            b,
             ctx,
             receive,
             await encode_async(body, len(ctx.raw)),
@@ -121,18 +240,19 @@ class Forwarder:
         )
 
     async def _pass(
-        self, ctx: Ctx, receive: Receive, body: bytes | None, want_usage: bool = False, pool_embeddings: bool = False
-    ) -> Reply:
+        self, b: Backend, ctx: Ctx, receive: Receive, body: bytes | None, want_usage: bool = False,
+        pool_embeddings: bool = False,
+    ) -> Reply:  # fmt: skip
         """Send the checked request upstream unchanged in meaning (the key is not forwarded) and relay the answer."""
         headers = JSON_HEADERS if body else None
-        upstream = await self.backend.open(ctx.method, ctx.path, body, headers)
+        upstream = await b.open(ctx.method, ctx.path, body, headers)
         ctype = upstream.content_type
         if upstream.status < 400 and ("ndjson" in ctype or "event-stream" in ctype):
             sse = "event-stream" in ctype
-            records = relay.records(upstream, b"\n\n" if sse else b"\n", self.backend)
+            records = relay.records(upstream, b"\n\n" if sse else b"\n", b)
             chunks = relay.sse_passthrough(records, ctx, want_usage) if sse else relay.ndjson_passthrough(records, ctx)
             return self._relay(chunks, upstream, SSE if sse else NDJSON, ctx)
-        content = await self.backend.read(upstream)
+        content = await b.read(upstream)
         if upstream.status >= 400:
             raise backend_error(upstream.status, content)
         if pool_embeddings:
@@ -140,15 +260,17 @@ class Forwarder:
         _note_usage(ctx, content)
         return BytesReply(content, upstream.status, (ctype or "application/json").encode("latin-1"))
 
-    async def _openai_collected(self, route: Route, ctx: Ctx, receive: Receive, body: dict[str, Any]) -> Reply:
+    async def _openai_collected(
+        self, b: Backend, route: Route, ctx: Ctx, receive: Receive, body: dict[str, Any]
+    ) -> Reply:
         """A non-streamed OpenAI request, streamed upstream and answered whole (so that leaving stops it)."""
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         whole = translate.OpenAIWhole(chat=route.op == "openai_chat")
-        await self._collect(ctx, receive, encode(body), whole)
+        await self._collect(b, ctx, receive, encode(body), whole)
         prompt = ctx.stats.prompt_tokens
         if whole.usage is None and prompt is None:
-            prompt = await self.backend_prompt_tokens(ctx)
+            prompt = await self.backend_prompt_tokens(b, ctx)
         result = whole.result(prompt)
         ctx.stats.prompt_tokens = result["usage"].get("prompt_tokens")
         ctx.stats.completion_tokens = result["usage"].get("completion_tokens")
@@ -156,15 +278,16 @@ class Forwarder:
 
     async def _collect(
         self,
+        b: Backend,
         ctx: Ctx,
         receive: Receive,
         payload: bytes,
         sink: translate.OllamaStream | translate.OpenAIWhole,
         path: str | None = None,
     ) -> None:
-        upstream = await self.backend.open("POST", path or ctx.path, payload, JSON_HEADERS)
-        await self._expect_sse(upstream)
-        records = relay.records(upstream, b"\n\n", self.backend)
+        upstream = await b.open("POST", path or ctx.path, payload, JSON_HEADERS)
+        await self._expect_sse(b, upstream)
+        records = relay.records(upstream, b"\n\n", b)
         try:
             await relay.collect_openai(records, ctx, sink)
         except relay.UpstreamError as exc:
@@ -172,16 +295,17 @@ class Forwarder:
         finally:
             await records.aclose()  # type: ignore[attr-defined]
 
-    async def _expect_sse(self, upstream: UpstreamResponse) -> None:
+    async def _expect_sse(self, b: Backend, upstream: UpstreamResponse) -> None:
         """A streamed request must be answered with a stream: an error in the front's shape otherwise."""
         if upstream.status >= 400:
-            raise backend_error(upstream.status, await self.backend.read(upstream))
+            raise backend_error(upstream.status, await b.read(upstream))
         if "event-stream" not in upstream.content_type:
-            await self.backend.read(upstream)
+            await b.read(upstream)
             raise GatewayError(502, _("the backend answered a streamed request without streaming"))
 
-    async def backend_prompt_tokens(self, ctx: Ctx) -> int | None:
-        count = getattr(self.backend, "prompt_tokens", None)
+    @staticmethod
+    async def backend_prompt_tokens(b: Backend, ctx: Ctx) -> int | None:
+        count = getattr(b, "prompt_tokens", None)
         if count is None or ctx.body is None:
             return None
         result: int | None = await count(ctx.body)
@@ -192,13 +316,13 @@ class Forwarder:
 
     # ---- translation: an Ollama client in front of an OpenAI-compatible backend ---------
 
-    async def _translate(self, op: str, ctx: Ctx, receive: Receive) -> Reply:
+    async def _translate(self, b: Backend, op: str, ctx: Ctx, receive: Receive) -> Reply:
         assert ctx.body is not None and ctx.model is not None
         try:
             if op == "chat":
                 chat = ow.ChatRequest.model_validate(ctx.body)
                 return await self._completion(
-                    "chat", "/v1/chat/completions", translate.chat_to_openai(chat), chat.stream, ctx, receive
+                    b, "chat", "/v1/chat/completions", translate.chat_to_openai(chat), chat.stream, ctx, receive
                 )
             if op == "generate":
                 gen = ow.GenerateRequest.model_validate(ctx.body)
@@ -213,16 +337,16 @@ class Forwarder:
                         }
                     )
                 path, payload = translate.generate_to_openai(gen)
-                return await self._completion("generate", path, payload, gen.stream, ctx, receive)
+                return await self._completion(b, "generate", path, payload, gen.stream, ctx, receive)
             if op in ("embed", "embeddings"):
                 req: ow.EmbedRequest | ow.EmbeddingsRequest = (
                     ow.EmbedRequest.model_validate(ctx.body)
                     if op == "embed"
                     else ow.EmbeddingsRequest.model_validate(ctx.body)
                 )
-                return await self._embed(req, op == "embeddings", ctx, receive)
+                return await self._embed(b, req, op == "embeddings", ctx, receive)
             if op == "show":
-                return json_reply(await self._show(ctx.model))
+                return json_reply(await self._show(b, ctx.model))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -232,44 +356,45 @@ class Forwarder:
         raise GatewayError(404, _("no such endpoint: {path}").format(path=ctx.path))
 
     async def _completion(
-        self, kind: str, path: str, payload: dict[str, Any], stream: bool, ctx: Ctx, receive: Receive
+        self, b: Backend, kind: str, path: str, payload: dict[str, Any], stream: bool, ctx: Ctx, receive: Receive
     ) -> Reply:
         assert ctx.model is not None
         out = translate.OllamaStream(kind, ctx.model)
         if not stream:
-            await self._collect(ctx, receive, encode(payload), out, path)
-            await self._fill_prompt_tokens(ctx, out)
+            await self._collect(b, ctx, receive, encode(payload), out, path)
+            await self._fill_prompt_tokens(b, ctx, out)
             whole = out.whole()
             ctx.stats.prompt_tokens = whole.get("prompt_eval_count")
             ctx.stats.completion_tokens = whole.get("eval_count")
             return json_reply(whole)
-        upstream = await self.backend.open("POST", path, encode(payload), JSON_HEADERS)
-        await self._expect_sse(upstream)
-        records = relay.records(upstream, b"\n\n", self.backend)
-        chunks = relay.ndjson_from_openai(records, ctx, out, lambda: self._fill_prompt_tokens(ctx, out))
+        upstream = await b.open("POST", path, encode(payload), JSON_HEADERS)
+        await self._expect_sse(b, upstream)
+        records = relay.records(upstream, b"\n\n", b)
+        chunks = relay.ndjson_from_openai(records, ctx, out, lambda: self._fill_prompt_tokens(b, ctx, out))
         return self._relay(chunks, upstream, NDJSON, ctx)
 
-    async def _fill_prompt_tokens(self, ctx: Ctx, out: translate.OllamaStream) -> None:
+    async def _fill_prompt_tokens(self, b: Backend, ctx: Ctx, out: translate.OllamaStream) -> None:
         if not out.usage.get("prompt_tokens"):
-            counted = await self.backend_prompt_tokens(ctx)
+            counted = await self.backend_prompt_tokens(b, ctx)
             if counted is not None:
                 out.usage = {**out.usage, "prompt_tokens": counted}
 
     async def _embed(
-        self, req: ow.EmbedRequest | ow.EmbeddingsRequest, legacy: bool, ctx: Ctx, receive: Receive
+        self, b: Backend, req: ow.EmbedRequest | ow.EmbeddingsRequest, legacy: bool, ctx: Ctx, receive: Receive
     ) -> Reply:
         timing = translate.Timing()
         payload = encode(translate.embed_to_openai(req))
-        upstream = await self.backend.open("POST", "/v1/embeddings", payload, JSON_HEADERS)
-        content = await self.backend.read(upstream)
+        upstream = await b.open("POST", "/v1/embeddings", payload, JSON_HEADERS)
+        content = await b.read(upstream)
         if upstream.status >= 400:
             raise backend_error(upstream.status, content)
         resp = _json(_pool_openai_embeddings(content))
         _note_usage(ctx, content)
         return json_reply(translate.embeddings_to_ollama(resp, req.model, legacy, timing))
 
-    async def _show(self, model: str) -> dict[str, Any]:
-        describe = getattr(self.backend, "show", None)
+    @staticmethod
+    async def _show(b: Backend, model: str) -> dict[str, Any]:
+        describe = getattr(b, "show", None)
         if describe is not None:
             shown: dict[str, Any] | None = await describe(model)
             if shown is not None:
@@ -278,8 +403,7 @@ class Forwarder:
 
     # ---- listings and health ------------------------------------------------------------
 
-    async def _listing(self, op: str, ctx: Ctx) -> Reply:
-        b = self.backend
+    async def _listing(self, b: Backend, op: str, ctx: Ctx) -> Reply:
         key = ctx.key
         assert key is not None
         if op == "model":
@@ -296,28 +420,18 @@ class Forwarder:
                 m for m in data.get("models", []) if isinstance(m, dict) and key.may_use(str(m.get("name", "")))
             ]
             return json_reply(data)
-        entries = [m for m in await b.models() if key.may_use(m.name)]
-        if op == "models":
-            return json_reply(
-                {
-                    "object": "list",
-                    "data": [{"id": m.name, "object": "model", "created": 0, "owned_by": "homellm"} for m in entries],
-                }
-            )
-        return json_reply(
-            {"models": [translate.tag_entry(m.name, m.size, m.details, m.digest, m.modified_at) for m in entries]}
-        )
+        return self._listed(op, [m for m in await b.models() if key.may_use(m.name)])
 
-    async def _health(self, ctx: Ctx) -> Reply:
+    async def _health(self, b: Backend, ctx: Ctx) -> Reply:
         assert ctx.key is not None
         try:
             names = [n for n in await self.model_names(refresh=True) if ctx.key.may_use(n)]
         except GatewayError as exc:
             return json_reply({"backend": "down", "detail": str(exc)}, exc.status)
         describe = (
-            self.backend.describe()
+            b.describe()
             if ctx.key.models is None
-            else _("{backend} (models hidden for this key)").format(backend=_(self.backend.label))
+            else _("{backend} (models hidden for this key)").format(backend=_(b.label))
         )
         return json_reply({"backend": "ok", "describe": describe, "models": len(names)})
 
@@ -328,7 +442,8 @@ def backend_error(status: int, content: bytes) -> GatewayError:
     if status == 422:
         status = 400
     mapped = status if status in (400, 404, 413, 429, 503) else 502
-    return GatewayError(mapped, _("backend: {message}").format(message=message))
+    kind = BackendDown if status in (502, 503, 504) else GatewayError  # it cannot serve now; another might
+    return kind(mapped, _("backend: {message}").format(message=message))
 
 
 def _short_message(content: bytes) -> str:

@@ -21,6 +21,25 @@ class Metrics:
                               registry=self.registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))  # fmt: skip
         self.active = Gauge("homellm_active_requests", "Requests in flight", registry=self.registry)
         self.cancelled = Counter("homellm_cancelled", "Streams the client left early", registry=self.registry)
+        # the pool (serve/router.py)
+        self.backend_up = Gauge("homellm_backend_up", "Pool backend up (1) or down or out (0)", ["backend"],
+                                registry=self.registry)  # fmt: skip
+        self.backend_failures = Counter("homellm_backend_failures", "Requests a pool backend failed", ["backend"],
+                                        registry=self.registry)  # fmt: skip
+        self.backend_requests = Counter("homellm_backend_requests", "Requests each pool backend answered",
+                                        ["backend"], registry=self.registry)  # fmt: skip
+        self.queue_waiting = Gauge("homellm_queue_waiting", "Requests waiting for a free backend",
+                                   registry=self.registry)  # fmt: skip
+        self.queue_wait = Histogram(
+            "homellm_queue_wait_seconds", "Time requests waited for a free backend", registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )  # fmt: skip
+        self.queue_position = Histogram(
+            "homellm_queue_position", "Requests served before a request while it waited", registry=self.registry,
+            buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )  # fmt: skip
+        self.queue_rejected = Counter("homellm_queue_rejected", "Requests refused: queue full or waited too long",
+                                      registry=self.registry)  # fmt: skip
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

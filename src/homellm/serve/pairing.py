@@ -17,6 +17,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from homellm.errors import GatewayError, UsageError
 from homellm.i18n import _
 from homellm.protocol import pairing as wire
 from homellm.serve.limits import RateLimiter, retry_after
+from homellm.serve.tls import fingerprint_of_pem
 from homellm.store.keys import KeyStore
 from homellm.store.pairing import (
     FAILURE_WINDOW,
@@ -40,7 +42,7 @@ MAX_SESSIONS_PER_SOURCE = 4
 STARTS_PER_MINUTE = 30  # per source: each start costs the server a SPAKE2 computation
 
 if TYPE_CHECKING:
-    pass
+    from homellm.store.workers import Workers
 
 Answer = tuple[int, dict[str, Any]]
 
@@ -52,6 +54,7 @@ class Session:
     device: str
     keys: wire.PairingKeys
     expires_at: float
+    worker: bool = False  # the code registers a machine joining the pool, not a device key
 
 
 class PairSessions:
@@ -152,16 +155,28 @@ def start(body: object, peer: str, store: Pairing, sessions: PairSessions, finge
     except wire.PairingMessageError as exc:
         raise _bad(exc) from None
     expires = time.monotonic() + min(SESSION_TTL, max(code.expires_at - time.time(), 0.0))
-    sid = sessions.add(Session(code.id, source, device, keys, expires))
+    sid = sessions.add(Session(code.id, source, device, keys, expires, code.worker is not None))
     return 200, {"v": wire.VERSION, "session": sid, "msg": wire.encode(msg_b)}
 
 
+@dataclass(frozen=True)
+class JoinContext:
+    """What the server needs to register a joining worker: the pool's store and the link certificate
+    the main gateway presents to its workers (made when first needed)."""
+
+    workers: Workers
+    link_cert_pem: Callable[[], str]
+
+
 def confirm(
-    body: object, peer: str, store: Pairing, keys: KeyStore, sessions: PairSessions, fingerprint: str | None
-) -> Answer:
-    """Round 2: ``{"v": 2, "session", "confirm"}`` -> ``{"v": 2, "confirm", "nonce", "grant"}``."""
+    body: object, peer: str, store: Pairing, keys: KeyStore, sessions: PairSessions, fingerprint: str | None,
+    join: JoinContext | None = None,
+) -> Answer:  # fmt: skip
+    """Round 2: ``{"v": 2, "session", "confirm"}`` -> ``{"v": 2, "confirm", "nonce", "grant"}``; a joining
+    worker adds ``nonce`` and ``offer`` (its sealed offer) and is answered with the main's link certificate."""
+    worker = isinstance(body, dict) and "offer" in body
     try:
-        given = wire.fields(body, wire.CONFIRM_FIELDS)
+        given = wire.fields(body, wire.CONFIRM_WORKER_FIELDS if worker else wire.CONFIRM_FIELDS)
         mac = wire.decode(given["confirm"], wire.MAC_BYTES)
     except wire.PairingMessageError as exc:
         raise _bad(exc) from None
@@ -180,11 +195,23 @@ def confirm(
                 "connection (the device did not confirm this server's certificate {fingerprint})"
             ).format(fingerprint=fingerprint),
         )
-    granted = store.redeem(session.code_id, session.device, keys, source)
-    if granted is None:
-        raise GatewayError(401, _("the pairing code was just used, withdrawn or expired; run `homellm pair` again"))
-    key, secret = granted
-    grant = {"name": key.name, "key": secret, "models": list(key.models) if key.models is not None else None}
+    if worker != session.worker:
+        wrong = (
+            _("this code is for `homellm join` on a worker machine")
+            if session.worker
+            else _("this code is for a device (`homellm connect`); run `homellm pair --worker`")
+        )
+        raise GatewayError(400, wrong)
+    if worker:
+        if join is None:
+            raise GatewayError(400, _("this gateway does not take workers"))
+        grant = _join(given, peer, session, store, join, fingerprint, source)
+    else:
+        granted = store.redeem(session.code_id, session.device, keys, source)
+        if granted is None:
+            raise GatewayError(401, _("the pairing code was just used, withdrawn or expired; run `homellm pair` again"))
+        key, secret = granted
+        grant = {"name": key.name, "key": secret, "models": list(key.models) if key.models is not None else None}
     nonce, sealed = session.keys.seal(fingerprint, grant)
     return 200, {
         "v": wire.VERSION,
@@ -194,11 +221,40 @@ def confirm(
     }
 
 
+def _join(
+    given: dict[str, str], peer: str, session: Session, store: Pairing, join: JoinContext, fingerprint: str,
+    source: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Open the worker's sealed offer (it proves the code, like the MAC), check it, register the worker
+    at the address it paired from, and grant it the certificate this gateway will present to it."""
+    from homellm.store.workers import OFFERS
+
+    try:
+        offer = session.keys.open(fingerprint, wire.decode(given["nonce"], wire.NONCE_BYTES),
+                                  wire.decode(given["offer"]), wire.OFFER)  # fmt: skip
+    except wire.PairingMessageError as exc:
+        raise _bad(exc) from None
+    port, kind, pem = offer.get("port"), offer.get("offer"), offer.get("cert")
+    if type(port) is not int or not 0 < port < 65536 or kind not in OFFERS or not isinstance(pem, str):
+        raise GatewayError(400, _("the worker's offer is malformed; update homellm on both machines"))
+    try:
+        worker_fp = fingerprint_of_pem(pem.encode())
+    except ValueError:
+        raise GatewayError(400, _("the worker's certificate is not a PEM certificate")) from None
+    address = peer.split("%")[0]
+    host = f"[{address}]" if ":" in address else address
+    worker = store.redeem_worker(session.code_id, session.device, f"https://{host}:{port}", kind, pem, worker_fp,
+                                 join.workers, source)  # fmt: skip
+    if worker is None:
+        raise GatewayError(401, _("the pairing code was just used, withdrawn or expired; run `homellm pair` again"))
+    return {"name": worker.name, "worker": True, "client_cert": join.link_cert_pem()}
+
+
 def handle(
     path: str, body: object, peer: str, store: Pairing, keys: KeyStore, sessions: PairSessions,
-    fingerprint: str | None,
+    fingerprint: str | None, join: JoinContext | None = None,
 ) -> Answer:  # fmt: skip
     """Dispatch by path: ``/homellm/pair`` is round 1, ``/homellm/pair/confirm`` round 2."""
     if path.endswith("/confirm"):
-        return confirm(body, peer, store, keys, sessions, fingerprint)
+        return confirm(body, peer, store, keys, sessions, fingerprint, join)
     return start(body, peer, store, sessions, fingerprint)

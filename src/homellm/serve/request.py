@@ -13,6 +13,7 @@ from homellm.errors import GatewayError
 
 if TYPE_CHECKING:
     from homellm.serve.policy import Front, Route
+    from homellm.serve.router import Lease
     from homellm.store.keys import ApiKey
 
 Scope = dict[str, Any]
@@ -40,6 +41,8 @@ class Stats:
     error: str | None = None  # why an answer ended early (backend died, went silent, client stopped reading)
     error_status: int | None = None
     queue_ms: float | None = None
+    queue_position: int | None = None
+    backend: str | None = None  # the pool member that answered (None with a single backend)
 
     def mark_first(self) -> None:
         if self.first_token_at is None:
@@ -75,11 +78,20 @@ class Ctx:
     stats: Stats = field(default_factory=Stats)
     started: float = field(default_factory=time.perf_counter)
     response_started: bool = False
+    lease: Lease | None = None  # a pool backend's slot, held until the answer ends
+    quota: bool = False  # counted as running against its key's daily quota
 
 
 def header_map(scope: Scope) -> dict[str, str]:
     """Request headers by lower-case name (latin-1, as HTTP/1.1 defines; the last of repeated ones)."""
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+
+
+def same_origin(origin: str, host_header: str) -> bool:
+    """Whether ``Origin`` names this gateway as the browser reached it (a page the gateway served itself;
+    the scheme needs no check, since the port speaks only one)."""
+    scheme, sep, rest = origin.strip().lower().partition("://")
+    return bool(sep) and scheme in ("http", "https") and bool(rest) and rest.rstrip("/") == host_header.strip().lower()
 
 
 JSON_TYPE = b"application/json"

@@ -14,6 +14,7 @@ from homellm.errors import UsageError
 from homellm.serve.backends import Backend, detect_backend
 from homellm.serve.network import is_loopback_bind
 from homellm.serve.request import BODY_TIMED_OUT, CLIENT_GONE, REQUEST_TASK
+from homellm.serve.router import Router
 from homellm.serve.tls import TlsFiles, ensure_tls
 from homellm.settings import Settings
 
@@ -26,7 +27,7 @@ class Plan:
     """Everything decided before the server starts, shown to the user."""
 
     settings: Settings
-    backend: Backend
+    backend: Backend | Router
     tls: TlsFiles | None
     warnings: list[str]
 
@@ -78,15 +79,16 @@ def check_exposure_rules(settings: Settings, active_keys: int) -> list[str]:
     return warnings
 
 
-def prepare(settings: Settings, backend: Backend, active_keys: int) -> Plan:
+def prepare(settings: Settings, backend: Backend | Router, active_keys: int) -> Plan:
     from homellm.serve.exposure import exposure_warning
 
     warnings = check_exposure_rules(settings, active_keys)
     tls = ensure_tls(settings.home, settings.tls_cert, settings.tls_key) if settings.tls_enabled else None
-    if not backend.managed:
-        warning = exposure_warning(backend.base_url, backend.kind)
-        if warning:
-            warnings.append(warning)
+    for b in [m.backend for m in backend.members] if isinstance(backend, Router) else [backend]:
+        if not b.managed:
+            warning = exposure_warning(b.base_url, b.kind)
+            if warning:
+                warnings.append(warning)
     return Plan(settings, backend, tls, warnings)
 
 

@@ -35,10 +35,10 @@ def format_fingerprint(hexdigest: str) -> str:
 
 
 def generate_self_signed(
-    cert_path: Path, key_path: Path, dns_names: list[str], ips: list[str], days: int = 825, client_auth: bool = False
+    cert_path: Path, key_path: Path, dns_names: list[str], ips: list[str], days: int = 825, client: bool = False
 ) -> None:
-    """A new key and a self-signed leaf certificate for it; ``client_auth`` lets it also identify a TLS client
-    (a homellm link presents one certificate in both roles)."""
+    """A self-signed leaf for a server, or with ``client`` for a TLS client (the main gateway's side of a
+    worker link: OpenSSL refuses a client certificate whose extended key usage says server only)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,9 +50,6 @@ def generate_self_signed(
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(dns_names)]
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in dict.fromkeys(ips)]
     now = datetime.datetime.now(datetime.UTC)
-    usages = [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
-    if client_auth:
-        usages.append(x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -79,7 +76,12 @@ def generate_self_signed(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     from homellm.store.db import private_folder

@@ -34,6 +34,10 @@ class UpstreamClosed(ConnectionError):
     """The backend closed the connection before the answer was complete."""
 
 
+class UpstreamAborted(ConnectionError):
+    """The gateway gave up on the backend (it stopped answering): fail now, and never retry it here."""
+
+
 class ConnectFailed(OSError):
     """The backend could not be reached (refused, unresolvable, or no answer within the connect timeout)."""
 
@@ -57,6 +61,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.pool.reads += 1  # signs of life, for the pool's health checks (serve/router.py)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # pragma: no cover - backends never upgrade
@@ -247,6 +252,7 @@ class Upstream:
         self.idle_timeout = idle_timeout
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
+        self.reads = 0  # data arrivals from the backend so far
 
     def _give_back(self, conn: _Connection) -> None:
         conn.idle_since = time.monotonic()
@@ -322,3 +328,17 @@ class Upstream:
             conn.close()
         self._all.clear()
         self._idle.clear()
+
+    def abort(self, reason: str) -> int:
+        """Fail every answer in progress with :class:`UpstreamAborted` and close every connection (the
+        backend is gone or hung); returns how many answers were cut."""
+        cut = 0
+        for conn in list(self._all):
+            r = conn.response
+            if r is not None and not r.complete:
+                r._error(UpstreamAborted(reason))
+                cut += 1
+            conn.close()
+        self._all.clear()
+        self._idle.clear()
+        return cut

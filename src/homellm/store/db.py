@@ -98,12 +98,59 @@ def m005_usage_detail(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE usage ADD COLUMN queue_ms REAL")
 
 
+def m006_web_sessions(db: sqlite3.Connection) -> None:
+    """The web app's sign-ins: a cookie's token (stored as its SHA-256) bound to one API key, with its CSRF token."""
+    db.execute(
+        """CREATE TABLE web_sessions (
+            hash TEXT PRIMARY KEY,      -- SHA-256 of the cookie's token; the token itself is never stored
+            key_name TEXT NOT NULL,     -- the key this browser acts as (revoking it ends the session)
+            csrf TEXT NOT NULL,         -- sent back in X-CSRF-Token on every state-changing request
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX web_sessions_key ON web_sessions(key_name)")
+
+
+def m007_quotas_and_pool(db: sqlite3.Connection) -> None:
+    """Per-key quotas and fair-queue priority; which pool backend served a request and its queue position."""
+    db.execute("ALTER TABLE keys ADD COLUMN priority INTEGER NOT NULL DEFAULT 1")  # fair-queue weight
+    db.execute("ALTER TABLE keys ADD COLUMN tokens_per_day INTEGER")  # NULL: no quota
+    db.execute("ALTER TABLE keys ADD COLUMN requests_per_day INTEGER")
+    db.execute("ALTER TABLE usage ADD COLUMN backend TEXT")
+    db.execute("ALTER TABLE usage ADD COLUMN queue_position INTEGER")  # requests served before it while it queued
+    db.execute("CREATE INDEX usage_key_ts ON usage(key_name, ts)")  # a key's use today, for its quota
+
+
+def m008_workers(db: sqlite3.Connection) -> None:
+    """Machines that joined the pool (``homellm join``): where the main gateway reaches them and the
+    certificate it pins; a pairing code may register a worker instead of making a device key."""
+    db.execute(
+        """CREATE TABLE workers (
+            name TEXT PRIMARY KEY,
+            url TEXT NOT NULL,                  -- https://ADDRESS:PORT, the address the worker paired from
+            offer TEXT NOT NULL,                -- what it offers: ollama | openai | engine
+            cert_pem TEXT NOT NULL,             -- the worker's own certificate, pinned
+            fingerprint TEXT NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            weight REAL NOT NULL DEFAULT 1,
+            max_concurrency INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )"""
+    )
+    db.execute("ALTER TABLE pairing_codes ADD COLUMN worker TEXT")  # JSON pool settings; NULL: a device code
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_keys,
     m002_usage,
     m003_pairing,
     m004_pake_pairing,
     m005_usage_detail,
+    m006_web_sessions,
+    m007_quotas_and_pool,
+    m008_workers,
 ]
 
 

@@ -30,6 +30,13 @@ class ApiKey:
     expires_at: float | None
     revoked_at: float | None
     last_used_at: float | None
+    priority: int = 1  # its weight in the fair queue: 2 is served twice as often as 1 when both wait
+    tokens_per_day: int | None = None  # quotas per UTC day; None: none
+    requests_per_day: int | None = None
+
+    @property
+    def has_quota(self) -> bool:
+        return self.tokens_per_day is not None or self.requests_per_day is not None
 
     def active(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -72,7 +79,20 @@ def _row(row: sqlite3.Row) -> ApiKey:
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
+        priority=row["priority"],
+        tokens_per_day=row["tokens_per_day"],
+        requests_per_day=row["requests_per_day"],
     )
+
+
+def _check_limits(tokens_per_day: int | None, requests_per_day: int | None, priority: int | None) -> None:
+    from homellm.i18n import _
+
+    for flag, value in (("--tokens-per-day", tokens_per_day), ("--requests-per-day", requests_per_day)):
+        if value is not None and not 0 < value <= 10**12:
+            raise UsageError(_("{flag} must be a positive whole number").format(flag=flag))
+    if priority is not None and not 1 <= priority <= 100:
+        raise UsageError(_("--priority must be between 1 and 100"))
 
 
 class KeyStore:
@@ -80,9 +100,18 @@ class KeyStore:
         self.db = db
 
     def create(
-        self, name: str, models: list[str] | None = None, admin: bool = False, expires_in: float | None = None
+        self,
+        name: str,
+        models: list[str] | None = None,
+        admin: bool = False,
+        expires_in: float | None = None,
+        *,
+        tokens_per_day: int | None = None,
+        requests_per_day: int | None = None,
+        priority: int = 1,
     ) -> tuple[ApiKey, str]:
         """Create a key; the plaintext is returned once and never stored."""
+        _check_limits(tokens_per_day, requests_per_day, priority)
         if not _NAME.fullmatch(name):
             raise UsageError("a key name is 1-64 letters, digits, spaces or . _ @ - (e.g. 'alice-laptop')")
         if models is not None and not [m for m in models if m.strip()]:
@@ -91,7 +120,8 @@ class KeyStore:
         now = time.time()
         try:
             self.db.execute(
-                "INSERT INTO keys (name, prefix, hash, models, admin, created_at, expires_at) VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO keys (name, prefix, hash, models, admin, created_at, expires_at, priority, tokens_per_day,"
+                " requests_per_day) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     name,
                     secret[:8],
@@ -100,6 +130,9 @@ class KeyStore:
                     int(admin),
                     now,
                     now + expires_in if expires_in else None,
+                    priority,
+                    tokens_per_day,
+                    requests_per_day,
                 ),
             )
         except sqlite3.IntegrityError:
@@ -114,6 +147,18 @@ class KeyStore:
 
     def list(self) -> list[ApiKey]:
         return [_row(r) for r in self.db.execute("SELECT * FROM keys ORDER BY created_at")]
+
+    def set_limits(
+        self, name: str, tokens_per_day: int | None, requests_per_day: int | None, priority: int | None
+    ) -> ApiKey:
+        """Change a key's quotas (0 removes one) and fair-queue priority; None leaves a value as it is."""
+        self.get(name)
+        _check_limits(tokens_per_day or None, requests_per_day or None, priority)
+        for column, value in (("tokens_per_day", tokens_per_day), ("requests_per_day", requests_per_day),
+                              ("priority", priority)):  # fmt: skip
+            if value is not None:
+                self.db.execute(f"UPDATE keys SET {column} = ? WHERE name = ?", (value or None, name))
+        return self.get(name)
 
     def revoke(self, name: str) -> ApiKey:
         key = self.get(name)

@@ -18,12 +18,15 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from homellm.errors import UsageError
 from homellm.i18n import _
 from homellm.protocol.pairing import PairingCode, random_code
 from homellm.store.keys import ApiKey, KeyStore
+
+if TYPE_CHECKING:
+    from homellm.store.workers import Offer, Worker, Workers
 
 VALID_FOR = 300.0
 FAILURE_WINDOW = 300.0
@@ -63,6 +66,7 @@ class OpenCode:
     code: PairingCode
     models: list[str] | None
     expires_at: float
+    worker: dict[str, Any] | None = None  # a code for `homellm join`: the pool settings the worker gets
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,12 @@ class Pairing:
         self.db.execute("DELETE FROM pairing_codes WHERE expires_at <= ?", (now,))
         self.db.execute("DELETE FROM pairing_events WHERE ts < ?", (now - EVENTS_KEPT_FOR,))
 
-    def new_code(self, models: list[str] | None = None) -> Code:
-        """A fresh code (its nameplate unique among open codes); the device key will get ``models``."""
+    def new_code(self, models: list[str] | None = None, worker: dict[str, Any] | None = None) -> Code:
+        """A fresh code (its nameplate unique among open codes); the device key will get ``models``.
+
+        With ``worker`` (pool settings: priority, weight, max_concurrency, name), the code registers a
+        machine that joins the pool (``homellm join``) instead of making a device key.
+        """
         if models is not None:
             models = [m.strip() for m in models if m.strip()]
             if not models:
@@ -95,10 +103,11 @@ class Pairing:
             code = random_code(taken)
             try:
                 cur = self.db.execute(
-                    "INSERT INTO pairing_codes (nameplate, password, created_at, expires_at, models) "
-                    "VALUES (?,?,?,?,?)",
+                    "INSERT INTO pairing_codes (nameplate, password, created_at, expires_at, models, worker) "
+                    "VALUES (?,?,?,?,?,?)",
                     (code.nameplate, code.password, now, now + VALID_FOR,
-                     json.dumps(models) if models is not None else None),
+                     json.dumps(models) if models is not None else None,
+                     json.dumps(worker) if worker is not None else None),
                 )  # fmt: skip
             except sqlite3.IntegrityError:  # another `homellm pair` took the nameplate meanwhile
                 continue
@@ -114,7 +123,8 @@ class Pairing:
         if row is None:
             return None
         models = json.loads(row["models"]) if row["models"] is not None else None
-        return OpenCode(row["id"], PairingCode(row["nameplate"], row["password"]), models, row["expires_at"])
+        worker = json.loads(row["worker"]) if row["worker"] is not None else None
+        return OpenCode(row["id"], PairingCode(row["nameplate"], row["password"]), models, row["expires_at"], worker)
 
     def is_open(self, code_id: int) -> bool:
         now = time.time()
@@ -181,6 +191,28 @@ class Pairing:
             (now, code_id, source, granted[0].name),
         )
         return granted
+
+    def redeem_worker(
+        self, code_id: int, name: str, url: str, offer: Offer, cert_pem: str, fingerprint: str, workers: Workers,
+        source: str,
+    ) -> Worker | None:  # fmt: skip
+        """Spend a worker code and register the machine in the pool, with the code's pool settings."""
+        now = time.time()
+        row = self.db.execute(
+            "DELETE FROM pairing_codes WHERE id = ? AND expires_at > ? AND worker IS NOT NULL RETURNING worker",
+            (code_id, now),
+        ).fetchone()
+        if row is None:
+            return None
+        options = json.loads(row["worker"])
+        worker = workers.add(str(options.get("name") or name), url, offer, cert_pem, fingerprint,
+                             int(options.get("priority", 0)), float(options.get("weight", 1.0)),
+                             int(options.get("max_concurrency", 0)))  # fmt: skip
+        self.db.execute(
+            "INSERT INTO pairing_events (ts, code_id, source, outcome, device) VALUES (?,?,?,'paired',?)",
+            (now, code_id, source, worker.name),
+        )
+        return worker
 
     def _create_key(self, device: str, models: list[str] | None, keys: KeyStore) -> tuple[ApiKey, str]:
         taken = {k.name for k in keys.list()}

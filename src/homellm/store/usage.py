@@ -30,11 +30,14 @@ class UsageRecord(NamedTuple):
     prompt: str | None = None
     error: str | None = None
     queue_ms: float | None = None
+    backend: str | None = None  # the pool member that answered
+    queue_position: int | None = None  # requests served before it while it waited for a backend
 
 
 _INSERT = (
     "INSERT INTO usage (ts, key_name, client_ip, method, route, model, status, prompt_tokens, completion_tokens,"
-    " ttft_ms, duration_ms, cancelled, prompt, error, queue_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ttft_ms, duration_ms, cancelled, prompt, error, queue_ms, backend, queue_position)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -92,7 +95,8 @@ class UsageWriter:
         self.db.close()
 
 
-_GROUPS = {"key": "COALESCE(key_name, '(none)')", "model": "COALESCE(model, '-')", "day": "date(ts, 'unixepoch')"}
+_GROUPS = {"key": "COALESCE(key_name, '(none)')", "model": "COALESCE(model, '-')", "day": "date(ts, 'unixepoch')",
+           "backend": "COALESCE(backend, '-')"}  # fmt: skip
 
 
 def summarize(db: sqlite3.Connection, by: str = "key", since: float | None = None) -> list[dict[str, Any]]:
@@ -107,6 +111,19 @@ def summarize(db: sqlite3.Connection, by: str = "key", since: float | None = Non
     rows = db.execute(sql, (since or 0,)).fetchall()
     # a sqlite3.Row iterates over values, so the column names need .keys()
     return [{by: r["grp"], **{k: r[k] for k in r.keys() if k != "grp"}} for r in rows]  # noqa: SIM118
+
+
+def used_today(db: sqlite3.Connection, key: str, since: float, routes: tuple[str, ...]) -> tuple[int, int]:
+    """(requests, tokens) of ``key`` since ``since`` on the inference ``routes``, as quotas count them:
+    a request counts when it was answered or its client left; its tokens count in all cases."""
+    marks = ",".join("?" * len(routes))
+    row = db.execute(
+        "SELECT COALESCE(SUM(status < 400 OR cancelled), 0),"
+        " COALESCE(SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)), 0)"
+        f" FROM usage WHERE key_name = ? AND ts >= ? AND route IN ({marks})",
+        (key, since, *routes),
+    ).fetchone()
+    return int(row[0]), int(row[1])
 
 
 def parse_since(text: str, now: float | None = None) -> float:
@@ -124,3 +141,15 @@ def parse_since(text: str, now: float | None = None) -> float:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise UsageError(f"cannot read --since {text!r}; write 7d, 24h or 2026-11-01") from None
+
+
+def daily(db: sqlite3.Connection, since: float) -> list[dict[str, Any]]:
+    """Requests that named a model, per day (UTC), key and model: counts, tokens, time to first token."""
+    rows = db.execute(
+        "SELECT date(ts, 'unixepoch') AS day, COALESCE(key_name, '(none)') AS key, model, COUNT(*) AS requests,"
+        " SUM(status >= 400) AS errors, SUM(cancelled) AS cancelled, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,"
+        " COALESCE(SUM(completion_tokens), 0) AS completion_tokens, AVG(ttft_ms) AS avg_ttft_ms"
+        " FROM usage WHERE ts >= ? AND model IS NOT NULL GROUP BY day, key, model ORDER BY day, key, model",
+        (since,),
+    ).fetchall()
+    return [dict(r) for r in rows]

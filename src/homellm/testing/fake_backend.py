@@ -32,6 +32,11 @@ Both record every request's method, path, body and headers, and set ``cancelled`
 is stopped because the connection closed. ``Script`` shapes the answers: ``delay`` between tokens,
 ``gate`` holds the stream after the first token, ``fail_after`` sends an error after N tokens,
 ``stall_after`` goes silent after N tokens.
+
+For the pool's tests, a server has its own model set (``Script.models``; Ollama's ``/api/ps`` lists
+``Script.loaded``), can refuse generations with a status (``Script.status``, as an Ollama whose queue is
+full answers 503), and, with ``control=True`` (a server in a process of its own), takes new script values
+and reports the generations it started, in order, at ``/__script__`` (loopback only, tests only).
 """
 
 from __future__ import annotations
@@ -82,6 +87,13 @@ class Script:
     stall_after: int | None = None  # go silent after this many tokens (until the connection closes)
     stream_usage: bool = True  # OpenAI kind: send a usage chunk when the client asks for it
     text: list[str] | None = None  # the tokens to send instead of tok0 tok1 ...
+    models: list[str] | None = None  # the models it serves (default: MODELS)
+    loaded: list[str] | None = None  # Ollama: the models /api/ps lists as loaded (default: all it serves)
+    status: int | None = None  # refuse every generation with this status (503: Ollama's "server busy")
+    paused: bool = False  # generations wait before their first token while this is set
+
+    def served(self) -> list[str]:
+        return list(self.models) if self.models is not None else list(MODELS)
 
 
 class Seen(NamedTuple):
@@ -95,12 +107,14 @@ class Seen(NamedTuple):
 class Recorder:
     requests: list[Seen] = field(default_factory=list)
     ran: list[tuple[str, str]] = field(default_factory=list)  # (path, model) of every generation started
+    arrivals: list[dict[str, str]] = field(default_factory=list)  # every generation asked for, in order
     cancelled: threading.Event = field(default_factory=threading.Event)
     completed: int = 0
 
     def clear(self) -> None:
         self.requests.clear()
         self.ran.clear()
+        self.arrivals.clear()
         self.cancelled.clear()
 
 
@@ -118,7 +132,15 @@ def _count(body: dict[str, Any], default: int) -> tuple[int, bool]:
     return default, False
 
 
-def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
+def _tag(body: dict[str, Any]) -> str:
+    """What a test wrote to tell its requests apart: the prompt, or the last message's content."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        return str(messages[-1].get("content", ""))[:80]
+    return str(body.get("prompt", ""))[:80]
+
+
+def make_app(kind: str, script: Script, rec: Recorder, control: bool = False) -> Starlette:
     def openai_error(status: int, message: str) -> dict[str, Any]:
         etype = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
         return {"error": {"message": message, "type": etype, "param": None, "code": None}}
@@ -153,15 +175,21 @@ def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
     def model_of(body: dict[str, Any], path: str) -> str:
         """The model a request runs, resolved as the server resolves it; refusals as the server words them."""
         name = str(body.get("model") or body.get("name") or "") if path == "/api/show" else str(body.get("model") or "")
+        served = script.served()
+        if path not in ("/api/show",):
+            rec.arrivals.append({"path": path, "model": name, "tag": _tag(body)})
+            if script.status is not None:
+                msg = "server busy, please try again.  maximum pending requests exceeded"
+                raise Refusal(script.status, openai_error(script.status, msg) if kind == "openai" else {"error": msg})
         if kind == "openai":
             if path == "/v1/chat/completions" and "messages" not in body:
                 detail = [{"type": "missing", "loc": ["body", "messages"], "msg": "Field required", "input": body}]
                 raise Refusal(422, {"detail": detail})
-            return name if name in MODELS else MODELS[0]  # llama-cpp-python answers with its default model
+            return name if name in served else served[0]  # llama-cpp-python answers with its default model
         v1 = path.startswith("/v1/")
         if not name:
             raise Refusal(400, openai_error(400, "model is required") if v1 else {"error": "model is required"})
-        if name not in MODELS:
+        if name not in served:
             msg = f"model '{name}' not found"
             raise Refusal(404, openai_error(404, msg) if v1 else {"error": msg})
         rec.ran.append((path, name))
@@ -169,6 +197,8 @@ def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
 
     async def tokens(n: int) -> AsyncIterator[str]:
         try:
+            while script.paused:
+                await asyncio.sleep(0.005)
             for i in range(n):
                 if i == 1 and script.gate is not None:
                     await asyncio.to_thread(script.gate.wait, 30)
@@ -348,10 +378,11 @@ def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
         if path == "/api/version":
             return JSONResponse({"version": "0.12.0"}) if kind == "ollama" else JSONResponse({}, status_code=404)
         if path in ("/api/tags", "/api/ps") and kind == "ollama":
+            listed = script.served() if path == "/api/tags" or script.loaded is None else script.loaded
             return JSONResponse({"models": [{"name": m, "model": m, "size": 1, "details": {"family": "fake"}}
-                                            for m in MODELS]})  # fmt: skip
+                                            for m in listed]})  # fmt: skip
         if path == "/v1/models":
-            return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]})
+            return JSONResponse({"object": "list", "data": [{"id": m, "object": "model"} for m in script.served()]})
         if path.startswith("/api/blobs/"):
             return Response(status_code=201 if request.method == "POST" else 200)
         return JSONResponse({"error": "404 page not found"}, status_code=404)
@@ -362,7 +393,17 @@ def make_app(kind: str, script: Script, rec: Recorder) -> Starlette:
 
         return endpoint
 
+    async def scripted(request: Request) -> Response:
+        """GET: the generations asked for so far (``?since=N``: from the N-th on); POST: new script values."""
+        if request.method == "POST":
+            for name, value in (await request.json()).items():
+                if name in ("tokens", "delay", "models", "loaded", "status", "paused", "fail_after", "stall_after"):
+                    setattr(script, name, value)
+        since = int(request.query_params.get("since", "0"))
+        return JSONResponse({"arrivals": rec.arrivals[since:], "count": len(rec.arrivals), "completed": rec.completed})
+
     routes = [
+        *([Route("/__script__", scripted, methods=["GET", "POST"])] if control else []),
         Route("/api/chat", wrap(ollama_chat), methods=["POST"]),
         Route("/api/generate", wrap(ollama_chat), methods=["POST"]),
         Route("/v1/chat/completions", wrap(openai_completion), methods=["POST"]),

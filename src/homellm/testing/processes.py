@@ -109,9 +109,13 @@ class Process:
 
 
 class ScriptedBackend(Process):
-    """:mod:`homellm.testing.scripted_backend` (Ollama's API or OpenAI's) on a loopback port."""
+    """:mod:`homellm.testing.scripted_backend` (Ollama's API or OpenAI's) on a loopback port; ``models``
+    and ``loaded`` script what it serves and what its ``/api/ps`` lists (the pool's tests)."""
 
-    def __init__(self, log: Path, kind: str = "ollama", delay: float = 0.0, port: int = 0) -> None:
+    def __init__(
+        self, log: Path, kind: str = "ollama", delay: float = 0.0, port: int = 0, models: Sequence[str] = (),
+        loaded: Sequence[str] | None = None, tokens: int = 5,
+    ) -> None:  # fmt: skip
         self.kind = kind
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -125,9 +129,36 @@ class ScriptedBackend(Process):
             str(self.port),
             "--delay",
             str(delay),
+            "--tokens",
+            str(tokens),
+            *(["--models", ",".join(models)] if models else []),
+            *(["--loaded", ",".join(loaded)] if loaded is not None else []),
         ]
         super().__init__(cmd, log)
         self.wait_ready()
+
+    def script(self, since: int = 0, **changes: Any) -> dict[str, Any]:
+        """Change the running server's script (``status=503``, ``loaded=[...]``, ``paused``...); returns
+        what it has seen: ``{"arrivals": [{"path", "model", "tag"}, ...] (from the ``since``-th on),
+        "count": n, "completed": n}``."""
+        import json
+        import urllib.request
+
+        data = json.dumps(changes).encode() if changes else None
+        req = urllib.request.Request(f"{self.url}/__script__?since={since}", data=data,
+                                     method="POST" if changes else "GET")  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            seen: dict[str, Any] = json.loads(resp.read())
+            return seen
+
+    def arrivals(self, since: int = 0) -> list[dict[str, str]]:
+        """The generations it was asked for, in order (from the ``since``-th on)."""
+        found: list[dict[str, str]] = self.script(since)["arrivals"]
+        return found
+
+    def count(self) -> int:
+        """How many generations it was asked for so far."""
+        return int(self.script(2**31)["count"])
 
     def wait_ready(self, timeout: float = 60) -> None:
         wait_for(lambda: accepts("127.0.0.1", self.port), timeout, f"the {self.kind} backend", self)
@@ -149,7 +180,8 @@ class Descriptors:
 
 
 class GatewayProcess(Process):
-    """``homellm serve`` on a loopback port, in front of ``--backend URL`` or ``--model FILE``.
+    """``homellm serve`` on a loopback port, in front of ``--backend URL`` (one, or several: a pool),
+    ``--model FILE``, both (the engine joins the pool), or neither (the config file's ``[[backends]]``).
 
     ``settings`` become ``HOMELLM_*`` variables (``{"log_prompts": True}`` -> ``HOMELLM_LOG_PROMPTS=1``).
     """
@@ -157,7 +189,7 @@ class GatewayProcess(Process):
     def __init__(
         self,
         home: Path,
-        backend: str | None = None,
+        backend: str | Sequence[str] | None = None,
         model: Path | None = None,
         tls: bool = False,
         port: int = 0,
@@ -172,7 +204,8 @@ class GatewayProcess(Process):
         env = dict(os.environ, HOMELLM_HOME=str(home))
         for name, value in settings.items():
             env[f"HOMELLM_{name.upper()}"] = str(int(value)) if isinstance(value, bool) else str(value)
-        source = ["--backend", backend] if backend else ["--model", str(model)]
+        urls = [backend] if isinstance(backend, str) else list(backend or [])
+        source = [arg for url in urls for arg in ("--backend", url)] + (["--model", str(model)] if model else [])
         cmd = [*homellm_command(), "serve", *source, "--port", str(self.port), "--tls" if tls else "--no-tls"]
         super().__init__(cmd, home / "serve.log", env, cpu)
         self.wait_ready()

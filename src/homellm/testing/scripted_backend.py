@@ -22,8 +22,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds between streamed tokens")
     parser.add_argument("--tokens", type=int, default=5, help="tokens when the request names no count")
+    parser.add_argument("--models", help="comma-separated models it serves (default: fake:small,fake:large)")
+    parser.add_argument("--loaded", help="comma-separated models /api/ps lists (default: all it serves)")
     args = parser.parse_args(argv)
-    app = make_app(args.kind, Script(tokens=args.tokens, delay=args.delay), Recorder())
+    script = Script(tokens=args.tokens, delay=args.delay)
+    script.models = args.models.split(",") if args.models else None
+    script.loaded = [m for m in args.loaded.split(",") if m] if args.loaded is not None else None
+    app = make_app(args.kind, script, Recorder(), control=True)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
