@@ -176,10 +176,16 @@ class FitResult:
             "n_layers": self.model.arch.n_layer,
             "gpu_layers": self.gpu_layers,
             "devices": [
-                {"name": d.name, "kind": d.kind, "layers": len(d.layers), "output": d.holds_output,
-                 "used_bytes": d.used_bytes, "capacity_bytes": d.capacity_bytes}
+                {
+                    "name": d.name,
+                    "kind": d.kind,
+                    "layers": len(d.layers),
+                    "output": d.holds_output,
+                    "used_bytes": d.used_bytes,
+                    "capacity_bytes": d.capacity_bytes,
+                }
                 for d in self.devices
-            ],  # fmt: skip
+            ],
             "fits": self.fits,
             "decode_tokens_per_s": _round(self.decode_tokens_per_s),
             "prefill_tokens_per_s": _round(self.prefill_tokens_per_s),

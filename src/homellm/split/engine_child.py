@@ -54,12 +54,12 @@ def _own_connection(peer: tuple[str, int]) -> bool:
 
 async def _endpoint(link: SplitLink, lost: threading.Event) -> int:
     from homellm.engine.rpc import build_id
+    from homellm.pool.worker_link import main_link_identity, serve_local_endpoint
     from homellm.split.peers import WorkerRecord
     from homellm.split.remote import connect_worker
     from homellm.split.rpc_wire import MainKeepalive
-    from homellm.split.tunnel import ensure_link_identity, serve_local_endpoint
 
-    identity = ensure_link_identity(Path(link.home))
+    identity = main_link_identity(Path(link.home))
     build = build_id()
     record = WorkerRecord(link.worker, link.host, link.port, link.cert_pem, "")
 

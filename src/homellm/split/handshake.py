@@ -27,7 +27,7 @@ from typing import Any
 from homellm.engine.rpc import BuildId, DeviceInfo
 from homellm.hardware.types import CpuCalibration, CpuInfo, LinkSpeed
 from homellm.i18n import _
-from homellm.split.tunnel import HANDSHAKE_TIMEOUT_S, Answered, ByteFilter, Greeter, LinkRefused
+from homellm.pool.worker_link import HANDSHAKE_TIMEOUT, Answered, ByteFilter, Greeter, LinkRefused
 
 VERSION = 1
 MAX_JSON = 64 * 1024
@@ -209,7 +209,7 @@ async def greet_worker(
 
     await send_json(writer, {"v": VERSION, "mode": mode, "build": asdict(build)})
     try:
-        reply = await asyncio.wait_for(read_json(reader), HANDSHAKE_TIMEOUT_S)
+        reply = await asyncio.wait_for(read_json(reader), HANDSHAKE_TIMEOUT)
     except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
         raise LinkRefused(
             _("{what} closed the link at once: it does not admit this machine (is it paired with this gateway? "

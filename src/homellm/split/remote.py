@@ -1,8 +1,7 @@
 """The main machine's side of a link: reach a paired worker, greet it, measure the link, remember it all.
 
 ``plan``/``fit --with WORKER`` plan with what was last stored (measuring when nothing was, or with
-``--measure``); ``serve --with WORKER`` greets and measures again before it starts. Pairing calls
-:func:`survey_worker` once it has saved a new worker, so a first plan needs no extra step.
+``--measure``); ``serve --with WORKER`` greets and measures again before it starts.
 """
 
 from __future__ import annotations
@@ -17,9 +16,10 @@ from homellm.engine.rpc import BuildId
 from homellm.errors import HomeLLMError
 from homellm.hardware.types import GpuDevice, HardwareProfile, LinkSpeed, RemoteDevice
 from homellm.i18n import _
+from homellm.pool.worker_link import Streams, main_link_identity, open_link
+from homellm.serve.tls import TlsFiles
 from homellm.split.handshake import WorkerFacts, greet_worker, probe
-from homellm.split.peers import PeerStore, WorkerRecord
-from homellm.split.tunnel import LinkIdentity, Streams, ensure_link_identity, open_link
+from homellm.split.peers import WorkerRecord, save_survey, split_worker
 
 
 def worker_label(name: str) -> str:
@@ -27,7 +27,7 @@ def worker_label(name: str) -> str:
 
 
 async def connect_worker(
-    record: WorkerRecord, identity: LinkIdentity, build: BuildId, mode: str
+    record: WorkerRecord, identity: TlsFiles, build: BuildId, mode: str
 ) -> tuple[Streams, WorkerFacts]:
     """A greeted link to ``record``'s worker (``mode``: ``rpc`` or ``probe``)."""
     what = worker_label(record.name)
@@ -40,7 +40,7 @@ async def connect_worker(
     return (reader, writer), facts
 
 
-async def measure_worker(record: WorkerRecord, identity: LinkIdentity, build: BuildId) -> tuple[WorkerFacts, LinkSpeed]:
+async def measure_worker(record: WorkerRecord, identity: TlsFiles, build: BuildId) -> tuple[WorkerFacts, LinkSpeed]:
     (reader, writer), facts = await connect_worker(record, identity, build, "probe")
     try:
         speed = await probe(reader, writer)
@@ -56,11 +56,10 @@ def survey_worker(home: Path, name: str) -> WorkerRecord:
     from homellm.engine.rpc import build_id, require_rpc
 
     require_rpc()
-    store = PeerStore(home)
-    record = store.worker(name)
-    facts, speed = asyncio.run(measure_worker(record, ensure_link_identity(home), build_id()))
+    record = split_worker(home, name)
+    facts, speed = asyncio.run(measure_worker(record, main_link_identity(home), build_id()))
     record.facts, record.link = facts.to_json(), asdict(speed)
-    store.save_worker(record)
+    save_survey(home, record)
     return record
 
 
@@ -97,8 +96,7 @@ def with_worker(hw: HardwareProfile, home: Path, name: str, catalog: Catalog, me
 
     A worker that cannot be reached is planned with what it said last, and a note says when that was.
     """
-    store = PeerStore(home)
-    record = store.worker(name)
+    record = split_worker(home, name)
     notes = list(hw.notes)
     if measure or record.link is None:
         try:

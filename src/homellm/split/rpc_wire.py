@@ -5,7 +5,7 @@ answer send ``size (u64) | payload`` back, strictly in order: the client's dispa
 before it sends the next command. That is all a filter needs to follow both streams without buffering
 a payload (a tensor may be a gigabyte): it reads headers and the first bytes of small payloads.
 
-Two filters for :func:`homellm.split.tunnel.relay`:
+Two filters for :func:`homellm.pool.worker_link.relay`:
 
 * :class:`WorkerGuard`, on the worker, in front of its RPC server: known commands only, every payload
   bounded (a size of 2**63 would make the server allocate it), transport upgrades (RDMA) switched off so
@@ -27,7 +27,7 @@ from enum import IntEnum
 from typing import ClassVar
 
 from homellm.i18n import _
-from homellm.split.tunnel import LinkRefused
+from homellm.pool.worker_link import LinkRefused
 
 log = logging.getLogger("homellm.worker")
 

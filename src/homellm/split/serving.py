@@ -82,11 +82,11 @@ class SplitSupervisor(EngineSupervisor):
         self.why_alone = ""
 
     async def _reach(self) -> None:
+        from homellm.pool.worker_link import main_link_identity
         from homellm.split.handshake import send_frame
         from homellm.split.remote import connect_worker
-        from homellm.split.tunnel import ensure_link_identity
 
-        identity = ensure_link_identity(Path(self.setup.link.home))
+        identity = main_link_identity(Path(self.setup.link.home))
         (_reader, writer), _facts = await connect_worker(self.setup.record, identity, self.setup.build, "probe")
         with contextlib.suppress(OSError):
             await send_frame(writer, b"Q")

@@ -1,10 +1,12 @@
 """``homellm join --rpc``: this machine lends its device to the main gateway it joined, never to anyone else.
 
-llama.cpp's RPC server runs in a child process bound to ``127.0.0.1`` only. The one way in is the link
-(:mod:`homellm.split.tunnel`): TLS in both directions, admitting only the main gateway's pinned
-certificate, greeting it (same llama.cpp build or no RPC at all), then guarding every RPC byte
-(:class:`~homellm.split.rpc_wire.WorkerGuard`: known commands, bounded sizes, ``--max-memory``). A link
-on which nothing moves for ``--idle-timeout`` is closed, which also frees what the main machine allocated.
+llama.cpp's RPC server runs in a child process bound to ``127.0.0.1`` only. The one way in is the
+worker link of :mod:`homellm.pool.worker_link`, as pairing (``homellm join MAIN --code CODE --rpc``)
+agreed it: on the address that faces the main gateway, admitting only that gateway's address and its
+pinned certificate (TLS in both directions), greeting it (same llama.cpp build or no RPC at all), then
+guarding every RPC byte (:class:`~homellm.split.rpc_wire.WorkerGuard`: known commands, bounded sizes,
+``--max-memory``). A link on which nothing moves for ``--idle-timeout`` is closed, which also frees what
+the main machine allocated.
 """
 
 from __future__ import annotations
@@ -19,19 +21,21 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from homellm.errors import EngineError, UsageError
 from homellm.hardware.types import GIB
 from homellm.i18n import _
 from homellm.split.handshake import OfferedDevice, WorkerFacts, worker_greeter
-from homellm.split.peers import MainRecord, PeerStore
 from homellm.split.rpc_wire import WorkerGuard
-from homellm.split.tunnel import LinkIdentity, LinkServer, ensure_link_identity, serve_link
+
+if TYPE_CHECKING:
+    from homellm.pool.join import WorkerConfig
+    from homellm.pool.worker_link import LinkServer
+    from homellm.serve.tls import TlsFiles
 
 log = logging.getLogger("homellm.worker")
 
-DEFAULT_PORT = 11436
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 RAM_RESERVE = 2 * GIB  # what a CPU worker keeps for its OS and programs (the advisor's OS reserve)
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
@@ -47,9 +51,9 @@ def parse_size(text: str) -> int:
 
 
 @dataclass(frozen=True)
-class WorkerOptions:
-    host: str = "0.0.0.0"
-    port: int = DEFAULT_PORT
+class RpcOptions:
+    """What ``homellm join --rpc`` lends, beyond what pairing agreed."""
+
     max_memory: int | None = None  # None: what the device has free
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     threads: int | None = None  # None: the embedded engine's decode threads
@@ -60,11 +64,10 @@ class RunningWorker:
     """What the banner shows."""
 
     facts: WorkerFacts
-    main: MainRecord
-    identity: LinkIdentity
+    config: WorkerConfig
+    identity: TlsFiles
     link: LinkServer
     rpc_port: int
-    options: WorkerOptions
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -150,23 +153,19 @@ def threading_copy(stream: IO[bytes], path: Path) -> None:
     threading.Thread(target=copy, daemon=True).start()
 
 
-async def serve_worker(home: Path, options: WorkerOptions, on_ready: Callable[[RunningWorker], None]) -> None:
+async def serve_rpc_worker(
+    config: WorkerConfig, own: TlsFiles, home: Path, options: RpcOptions, on_ready: Callable[[RunningWorker], None]
+) -> None:
     """Run until cancelled: the RPC child (restarted if it dies) behind the guarded link."""
     from homellm.engine.rpc import BuildId, require_rpc
     from homellm.engine.speed_probe import engine_threads
     from homellm.engine.supervisor import free_port
     from homellm.hardware.calibration import load_calibration
     from homellm.hardware.cpu import detect_cpu
+    from homellm.pool.worker_link import serve_link
     from homellm.serve.network import hostname
 
     require_rpc()
-    main = PeerStore(home).main()
-    if main is None:
-        raise UsageError(
-            _("this machine has not joined a main gateway yet: pair it first with `homellm join MAIN --code CODE` "
-              "(the code comes from `homellm pair` on the main machine)")
-        )  # fmt: skip
-    identity = ensure_link_identity(home)
     threads = options.threads or engine_threads()[0]
     (home / "link").mkdir(parents=True, exist_ok=True)
     rpc = RpcProcess(free_port(), threads, home / "link" / "rpc-server.log")
@@ -180,13 +179,14 @@ async def serve_worker(home: Path, options: WorkerOptions, on_ready: Callable[[R
     )  # fmt: skip
     greeter = worker_greeter(facts, lambda: WorkerGuard(facts.max_memory), busy=lambda: bool(WorkerGuard.active))
     try:
-        link = await serve_link(options.host, options.port, rpc.port, identity, main.cert_pem, options.idle_timeout_s,
-                                greeter)  # fmt: skip
+        link = await serve_link((config.listen, config.port), rpc.port, own, config.client_cert_pem,
+                                allowed_peer=config.main_address, idle_timeout=options.idle_timeout_s,
+                                greeter=greeter)  # fmt: skip
     except OSError as exc:
         rpc.stop()
         raise UsageError(_("cannot listen on {host}:{port} ({error}); choose another port with --port").format(
-            host=options.host, port=options.port, error=exc.strerror or exc)) from None  # fmt: skip
-    on_ready(RunningWorker(facts, main, identity, link, rpc.port, options))
+            host=config.listen, port=config.port, error=exc.strerror or exc)) from None  # fmt: skip
+    on_ready(RunningWorker(facts, config, own, link, rpc.port))
     try:
         while True:
             await asyncio.sleep(0.5)
