@@ -1,10 +1,11 @@
 """One model over two machines: network namespaces joined by veth pairs stand in for the main PC (the
 gateway), the worker (``homellm join --rpc``) and a third host on the same LAN. All on the CPU, with SmolLM2.
 
-The pairing itself (``homellm join MAIN --code``) is the pool's; here the two link certificates are pinned
-directly, in the records pairing writes. The slow links are ``tc netem`` where the kernel has it, else the
-user-space wire of :mod:`homellm.testing.link_emulator` (same delay and rate semantics), and the test says
-which it used.
+The worker pairs for real: ``homellm pair --worker`` on the main machine, ``homellm join MAIN --code CODE
+--rpc`` on the worker, through the gateway's PAKE. It pairs twice, from two homes on the same machine: as
+``w1`` over a plain veth pair, and as ``w1-slow`` over a second link whose delay and rate the last test
+sets. That link is ``tc netem`` where the kernel has it, else the user-space wire of
+:mod:`homellm.testing.link_emulator` (same delay and rate semantics), and the test says which it used.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from tests.conftest import require_tool
 
 from homellm.testing.fake_backend import free_port
 from homellm.testing.link_emulator import SlowLink
@@ -40,6 +42,7 @@ MAX_MEMORY = "112MiB"  # about half of SmolLM2's layers, with the output layer
 LINK_PORT = 11436
 EOS_BIAS = {"0": -100, "2": -100}  # <|endoftext|> and <|im_end|>: answers run to max_tokens
 SLOW_LINKS = [(0.001, 1e9), (0.005, 1e9), (0.001, 1e8), (0.005, 1e8)]  # delay each way, rate (bits/s)
+ENV = {"HOMELLM_ADVERTISE": "0"}
 
 
 @dataclass
@@ -47,45 +50,38 @@ class Net:
     lan: Lan
     main: Machine
     worker: Machine
+    slow_worker: Machine  # the same machine (namespace) as ``worker``, another home: paired over the slow link
     third: Machine
-    worker_ip: str  # as the main machine reaches it
-    worker_ip_third: str  # as the third host reaches it
+    main_ip: str  # the main machine's address towards the worker
+    worker_ip: str  # the worker's, towards the main machine
+    worker_ip_third: str  # the worker's, towards the third host
     slow: SlowLink
+    slow_main_ip: str
     slow_worker_ip: str
-
-
-def _pin(net: Net) -> None:
-    """What pairing (``homellm join MAIN --code CODE``) leaves behind, written directly."""
-    from homellm.split.peers import MainRecord, PeerStore, WorkerRecord
-    from homellm.split.tunnel import ensure_link_identity
-
-    main, worker, third = (ensure_link_identity(m.home) for m in (net.main, net.worker, net.third))
-    PeerStore(net.worker.home).save_main(MainRecord("main-pc", main.cert_pem(), main.fingerprint))
-    for name, ip in (("w1", net.worker_ip), ("w1-slow", net.slow_worker_ip)):
-        PeerStore(net.main.home).save_worker(WorkerRecord(name, ip, LINK_PORT, worker.cert_pem(), worker.fingerprint))
-    # the third host pinned the worker too, but the worker never paired with it
-    PeerStore(net.third.home).save_worker(
-        WorkerRecord("w1", net.worker_ip_third, LINK_PORT, worker.cert_pem(), worker.fingerprint)
-    )
-    assert third.fingerprint not in (main.fingerprint, worker.fingerprint)
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    found = all(shutil.which(tool) for tool in ("ip", "tc", "unshare"))
+    require_tool(found, "ip, tc and unshare", "apt-get install -y iproute2 util-linux (network namespaces, tc netem)")
     reason = netns_unavailable()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(f"network namespaces are required in CI to test a split over two machines: {reason}")
         pytest.skip(f"network namespaces unavailable: {reason}")
-    lan = Lan(tmp_path_factory.mktemp("split"), ["main", "worker", "third"])
+    root = tmp_path_factory.mktemp("split")
+    lan = Lan(root, ["main", "worker", "third"])
     try:
-        _main_ip, worker_ip = lan.link("main", "worker")
+        main_ip, worker_ip = lan.link("main", "worker")
         _third_ip, worker_ip_third = lan.link("third", "worker")
-        slow, _slow_main_ip, slow_worker_ip = lan.slow_link("main", "worker")
+        # the third host can address the worker's main-facing address too (as on one LAN segment)
+        subprocess.run(["ip", "-n", lan["third"].ns, "route", "add", worker_ip, "via", worker_ip_third], check=True)
+        slow, slow_main_ip, slow_worker_ip = lan.slow_link("main", "worker")
         print(f"\n[split] slow links: {slow.kind}")
-        n = Net(lan, lan["main"], lan["worker"], lan["third"], worker_ip, worker_ip_third, slow, slow_worker_ip)
-        _pin(n)
-        yield n
+        slow_worker = Machine("worker", lan["worker"].ns, root / "worker-slow")
+        slow_worker.home.mkdir()
+        yield Net(lan, lan["main"], lan["worker"], slow_worker, lan["third"], main_ip, worker_ip, worker_ip_third,
+                  slow, slow_main_ip, slow_worker_ip)  # fmt: skip
     finally:
         lan.close()
 
@@ -93,7 +89,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
 def homellm(
     m: Machine, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(m.cmd(EXE, *args, env=env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(m.cmd(EXE, *args, env=ENV | (env or {})), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -101,23 +97,28 @@ def calibrated(net: Net) -> None:
     """``homellm plan --measure`` on the main machine; the worker runs on the same CPU, so it gets a copy."""
     r = homellm(net.main, "plan", "--measure", "--json", "--use-case", "chat")
     assert r.returncode == 0, r.stderr
-    net.worker.home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(net.main.home / "calibration.json", net.worker.home / "calibration.json")
+    for home in (net.worker.home, net.slow_worker.home):
+        shutil.copy(net.main.home / "calibration.json", home / "calibration.json")
 
 
 class Worker:
-    """``homellm join --rpc`` on the worker machine."""
+    """``homellm join --rpc`` on the worker machine: paired once with a code, started again without one."""
 
     def __init__(self, m: Machine) -> None:
         self.machine = m
         self.log = m.home / "join.log"
         self.info: dict[str, Any] = {}
-        self.start()
+
+    def join(self, main: str, code: str) -> None:
+        self._run(main, "--code", code)
 
     def start(self) -> None:
+        self._run()
+
+    def _run(self, *pairing: str) -> None:
         self.log.write_text("")
-        cmd = self.machine.cmd(EXE, "join", "--rpc", "--json", "--port", str(LINK_PORT), "--max-memory", MAX_MEMORY,
-                               "--idle-timeout", "30")  # fmt: skip
+        cmd = self.machine.cmd(EXE, "join", *pairing, "--rpc", "--json", "--port", str(LINK_PORT), "--max-memory",
+                               MAX_MEMORY, "--idle-timeout", "30", env=ENV)  # fmt: skip
         self.process = Process(cmd, self.log)
         wait_for(self._announced, 120, "homellm join --rpc", self.process)
 
@@ -137,10 +138,38 @@ class Worker:
 
 
 @pytest.fixture(scope="module")
-def worker(net: Net, calibrated: None) -> Iterator[Worker]:
-    w = Worker(net.worker)
-    yield w
-    w.process.stop()
+def workers(net: Net, calibrated: None, smollm2: Path) -> Iterator[dict[str, Worker]]:
+    """Pairing for real: a TLS gateway on the main machine's LAN addresses, ``pair --worker``, ``join --rpc``."""
+    port = free_port()
+    cmd = net.main.cmd(EXE, "serve", "--model", str(smollm2), "--host", "0.0.0.0", "--port", str(port), "--tls",
+                       env=ENV)  # fmt: skip
+    gateway = Process(cmd, net.main.home / "pairing-gateway.log")
+    joined: dict[str, Worker] = {}
+    try:
+        wait_for(lambda: run_in(net.main.ns, _accepts, port), 300, "the pairing gateway", gateway)
+        for name, machine, main_ip in (("w1", net.worker, net.main_ip), ("w1-slow", net.slow_worker, net.slow_main_ip)):
+            pairing = subprocess.Popen(net.main.cmd(EXE, "pair", "--worker", "--json", "--name", name, env=ENV),
+                                       stdout=subprocess.PIPE, text=True)  # fmt: skip
+            assert pairing.stdout is not None
+            code = json.loads(pairing.stdout.readline())["code"]
+            w = Worker(machine)
+            w.join(f"{main_ip}:{port}", code)
+            joined[name] = w
+            assert json.loads(pairing.stdout.readline())["outcome"] == "paired"
+            pairing.wait(30)
+            assert w.info["admits"] == main_ip and w.info["name"] == name, w.info
+    finally:
+        gateway.stop()
+    listed = json.loads(homellm(net.main, "workers", "list", "--json").stdout)
+    assert [(w["name"], w["offer"]) for w in listed] == [("w1", "rpc"), ("w1-slow", "rpc")]
+    yield joined
+    for w in joined.values():
+        w.process.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(workers: dict[str, Worker]) -> Worker:
+    return workers["w1"]
 
 
 def _accepts(port: int) -> bool:
@@ -160,7 +189,7 @@ class Gateway:
         self.home = m.home
         self.log = m.home / f"{name}.log"
         variables = {"HOMELLM_ENGINE_CTX": str(CTX), **(env or {})}
-        cmd = m.cmd(EXE, "serve", "--model", str(model), "--port", str(self.port), *extra, env=variables)
+        cmd = m.cmd(EXE, "serve", "--model", str(model), "--port", str(self.port), *extra, env=ENV | variables)
         self.process = Process(cmd, self.log)
         wait_for(lambda: run_in(m.ns, _accepts, self.port), 300, f"the gateway {name}", self.process)
         made = homellm(m, "keys", "create", f"{name}-{self.port}", "--json")
@@ -234,12 +263,16 @@ def test_split_model_answers_exactly_like_one_machine(net: Net, worker: Worker, 
     assert all("0 allocation(s) refused" in line for line in sessions), sessions
 
 
-def _refused(host: str, port: int) -> bool:
+def _knock(host: str, port: int) -> str:
+    """What a TCP connection to ``host:port`` meets: ``refused`` (nothing listens), ``dropped`` (no answer at
+    all: a socket filter dropped the SYN) or ``open``."""
     try:
         socket.create_connection((host, port), timeout=3).close()
     except ConnectionRefusedError:
-        return True
-    return False
+        return "refused"
+    except TimeoutError:
+        return "dropped"
+    return "open"
 
 
 def _tls_without_the_pin(host: str, port: int, identity: tuple[Path, Path] | None) -> bytes:
@@ -262,18 +295,12 @@ def _tls_without_the_pin(host: str, port: int, identity: tuple[Path, Path] | Non
         return b""
 
 
-def _raw_bytes(host: str, port: int) -> bytes:
-    """llama.cpp's RPC HELLO sent in clear to the link port."""
-    with socket.create_connection((host, port), timeout=5) as s:
-        s.sendall(bytes([14]) + (24).to_bytes(8, "little") + bytes(24))
-        s.settimeout(12)
-        chunks = []
-        try:
-            while chunk := s.recv(100):
-                chunks.append(chunk)
-        except (ConnectionResetError, TimeoutError):
-            pass
-        return b"".join(chunks)
+def _stranger_identity(net: Net) -> tuple[Path, Path]:
+    """A main gateway's link certificate that the worker never paired with (the third host's)."""
+    from homellm.pool.worker_link import main_link_identity
+
+    own = main_link_identity(net.third.home)
+    return own.cert, own.key
 
 
 def test_rpc_port_is_reachable_only_through_the_link(net: Net, worker: Worker) -> None:
@@ -282,34 +309,49 @@ def test_rpc_port_is_reachable_only_through_the_link(net: Net, worker: Worker) -
                                text=True, check=True).stdout  # fmt: skip
     binds = [line.split()[3] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")]
     assert binds == [f"127.0.0.1:{port}"], listening  # llama.cpp's RPC server: loopback only
-    # from the third host and from the main machine, the RPC port is closed on every address
-    assert run_in(net.third.ns, _refused, net.worker_ip_third, port)
-    assert run_in(net.main.ns, _refused, net.worker_ip, port)
-    assert run_in(net.main.ns, _refused, "127.0.0.1", port)  # the main machine's own loopback is not the worker's
-    # the link port answers TLS only, and only to the paired main machine's certificate
-    third_identity = (net.third.home / "link" / "cert.pem", net.third.home / "link" / "key.pem")
-    for identity in (None, third_identity):
-        assert run_in(net.third.ns, _tls_without_the_pin, net.worker_ip_third, LINK_PORT, identity) == b""
-    paired = (net.main.home / "link" / "cert.pem", net.main.home / "link" / "key.pem")
+    # from the third host and from the main machine, the RPC port is closed on every address of the worker
+    for ns, host in ((net.third.ns, net.worker_ip_third), (net.third.ns, net.worker_ip), (net.main.ns, net.worker_ip),
+                     (net.main.ns, net.slow_worker_ip), (net.main.ns, "127.0.0.1")):  # fmt: skip
+        assert run_in(ns, _knock, host, port) == "refused", (ns, host)
+    # the link listens on the address that faces the main machine only, and drops anyone else's packets
+    assert run_in(net.third.ns, _knock, net.worker_ip_third, LINK_PORT) == "refused"
+    assert run_in(net.third.ns, _knock, net.worker_ip, LINK_PORT) == "dropped"
+    # from the main machine's address: TLS only, and only with the paired main gateway's certificate
+    for identity in (None, _stranger_identity(net)):
+        assert run_in(net.main.ns, _tls_without_the_pin, net.worker_ip, LINK_PORT, identity) == b""
+    paired = (net.main.home / "tls" / "link" / "cert.pem", net.main.home / "tls" / "link" / "key.pem")
     assert b'"ok":true' in run_in(net.main.ns, _tls_without_the_pin, net.worker_ip, LINK_PORT, paired)  # the control
-    assert run_in(net.third.ns, _raw_bytes, net.worker_ip_third, LINK_PORT) == b""  # RPC in clear: nothing back
 
 
 def test_unpaired_main_gateway_is_refused(net: Net, worker: Worker, smollm2: Path) -> None:
-    r = homellm(net.third, "fit", str(smollm2), "--with", "w1", "--ctx", str(CTX), timeout=120)
-    assert r.returncode == 3, r.stdout + r.stderr
-    assert "does not admit this machine" in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
-    # a paired main machine with another llama.cpp build is refused before any RPC byte
-    from homellm.engine.rpc import build_id
-    from homellm.split.peers import PeerStore
-    from homellm.split.remote import connect_worker
-    from homellm.split.tunnel import LinkRefused, ensure_link_identity
+    from homellm.serve.tls import fingerprint_of_pem
+    from homellm.store import open_database
+    from homellm.store.workers import Workers
 
-    ours = build_id()
-    other = replace(ours, package="0.3.35")
-    record = PeerStore(net.main.home).worker("w1")
-    identity = ensure_link_identity(net.main.home)
+    # a stranger that knows the worker's address and certificate (both are no secret) and "paired" itself
+    cert = (net.worker.home / "tls" / "worker" / "cert.pem").read_text()
+    Workers(open_database(net.third.home)).add("w1", f"https://{net.worker_ip}:{LINK_PORT}", "rpc", cert,
+                                               fingerprint_of_pem(cert.encode()))  # fmt: skip
+    _stranger_identity(net)
+    # from the third host, its packets never reach the link
+    r = homellm(net.third, "fit", str(smollm2), "--with", "w1", "--ctx", str(CTX), timeout=120)
+    assert r.returncode == 1 and "cannot reach worker w1" in r.stderr, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    # from the paired main machine's own address, but without the paired main gateway's certificate
+    impostor = Machine("impostor", net.main.ns, net.third.home)
+    r = homellm(impostor, "fit", str(smollm2), "--with", "w1", "--ctx", str(CTX), timeout=120)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "does not admit this machine" in r.stderr or "refused the TLS handshake" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    # the paired main machine with another llama.cpp build is refused before any RPC byte
+    from homellm.engine.rpc import build_id
+    from homellm.pool.worker_link import LinkRefused, main_link_identity
+    from homellm.split.peers import split_worker
+    from homellm.split.remote import connect_worker
+
+    other = replace(build_id(), package="0.3.35")
+    record = split_worker(net.main.home, "w1")
+    identity = main_link_identity(net.main.home)
 
     def connect() -> str:
         try:
