@@ -141,6 +141,7 @@ class Worker:
 def workers(net: Net, calibrated: None, smollm2: Path) -> Iterator[dict[str, Worker]]:
     """Pairing for real: a TLS gateway on the main machine's LAN addresses, ``pair --worker``, ``join --rpc``."""
     port = free_port()
+    assert homellm(net.main, "keys", "create", "household").returncode == 0  # a LAN gateway needs a key
     cmd = net.main.cmd(EXE, "serve", "--model", str(smollm2), "--host", "0.0.0.0", "--port", str(port), "--tls",
                        env=ENV)  # fmt: skip
     gateway = Process(cmd, net.main.home / "pairing-gateway.log")
