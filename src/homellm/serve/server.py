@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from homellm.errors import UsageError
+from homellm.i18n import _
 from homellm.serve.backends import Backend, detect_backend
 from homellm.serve.network import is_loopback_bind
 from homellm.serve.request import BODY_TIMED_OUT, CLIENT_GONE, REQUEST_TASK
@@ -40,7 +41,7 @@ def make_backend(settings: Settings, models: list[Path] | None = None) -> Backen
     """--backend URL, --model PATH / models folder (embedded engine), in that order."""
     if settings.backend:
         if settings.worker:
-            raise UsageError("--with splits a model of the embedded engine: give --model, not --backend")
+            raise UsageError(_("--with splits a model of the embedded engine: give --model, not --backend"))
         return asyncio.run(detect_backend(settings.backend, settings.idle_timeout_s))
     paths = models or ([settings.model] if settings.model else [])
     if not paths:
