@@ -306,7 +306,9 @@ class WorkerGuard:
 
     def closed(self) -> None:
         WorkerGuard.active.discard(self)
-        log.info(
+        # llama.cpp opens a short connection per query while it loads a model: those allocate nothing
+        log.log(
+            logging.INFO if self.peak or self.refused_allocations else logging.DEBUG,
             "RPC session over: at most %.1f MiB allocated of %.1f MiB offered, %d allocation(s) refused",
             self.peak / 2**20, self.max_memory / 2**20, self.refused_allocations,
         )  # fmt: skip
