@@ -276,6 +276,8 @@ def _print_fit(r: FitResult) -> None:
     for note in r.hardware.notes:
         console.print(f"  [dim]{note}[/]")
     if r.hardware.remotes:
+        if not r.fits:
+            return  # the verdict below says what does fit
         workers = ",".join(dict.fromkeys(x.worker for x in r.hardware.remotes))
         model = str(r.model.path) if r.model.path else r.model.label
         console.print(_("\n[bold]Run it split[/] (Ollama cannot split a model over machines; llama-server --rpc "

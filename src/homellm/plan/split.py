@@ -83,6 +83,9 @@ def advise_split(model: ResolvedModel, params: ContextParams, hw: HardwareProfil
         summary = _("{model} does not fit even with {workers}").format(model=name, workers=workers)
         if alone.fits:
             summary += _("; it fits on this machine alone (~{a:.1f} tok/s)").format(a=a)
+        elif smaller is not None:
+            verdict = "smaller"
+            summary += _("; {quant} fits on this machine alone (~{m:.1f} tok/s)").format(quant=smaller.model.quant, m=m)
     elif alone.fits and a >= s:
         verdict = "alone"
         summary = _(
