@@ -469,6 +469,11 @@ async def open_link(host: str, port: int, own: TlsFiles, peer_cert_pem: str, wha
     except ssl.SSLError as exc:
         raise LinkRefused(_("{what} at {host}:{port} refused the TLS handshake ({error})").format(
             what=what, host=host, port=port, error=exc.reason or exc)) from None  # fmt: skip
+    except ConnectionResetError:  # it accepted the connection, then cut it during the handshake: a refusal
+        raise LinkRefused(
+            _("{what} at {host}:{port} cut the TLS handshake: it does not admit this machine (is it paired with this "
+              "gateway?)").format(what=what, host=host, port=port)
+        ) from None  # fmt: skip
     except (TimeoutError, OSError) as exc:
         error = exc.strerror if isinstance(exc, OSError) and exc.strerror else _("no answer")
         raise HomeLLMError(

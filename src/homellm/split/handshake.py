@@ -207,8 +207,10 @@ async def greet_worker(
     """The main machine's side: send our build, read the worker's facts (or why it refused)."""
     import ssl
 
-    await send_json(writer, {"v": VERSION, "mode": mode, "build": asdict(build)})
     try:
+        # TLS 1.3: a worker that refuses this machine's certificate says so after the handshake, so the refusal
+        # shows up here, as a reset or the end of the stream
+        await send_json(writer, {"v": VERSION, "mode": mode, "build": asdict(build)})
         reply = await asyncio.wait_for(read_json(reader), HANDSHAKE_TIMEOUT)
     except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
         raise LinkRefused(

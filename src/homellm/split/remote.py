@@ -44,6 +44,9 @@ async def measure_worker(record: WorkerRecord, identity: TlsFiles, build: BuildI
     (reader, writer), facts = await connect_worker(record, identity, build, "probe")
     try:
         speed = await probe(reader, writer)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        raise HomeLLMError(_("the link to {what} broke while it was being measured ({error}); try again").format(
+            what=worker_label(record.name), error=exc.__class__.__name__)) from None  # fmt: skip
     finally:
         writer.close()
         with contextlib.suppress(Exception):

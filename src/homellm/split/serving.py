@@ -84,9 +84,12 @@ class SplitSupervisor(EngineSupervisor):
     async def _reach(self) -> None:
         from homellm.pool.worker_link import main_link_identity
         from homellm.split.handshake import send_frame
+        from homellm.split.peers import split_worker
         from homellm.split.remote import connect_worker
 
-        identity = main_link_identity(Path(self.setup.link.home))
+        home = Path(self.setup.link.home)
+        split_worker(home, self.setup.record.name)  # still paired: `homellm workers revoke` ends the split here
+        identity = main_link_identity(home)
         (_reader, writer), _facts = await connect_worker(self.setup.record, identity, self.setup.build, "probe")
         with contextlib.suppress(OSError):
             await send_frame(writer, b"Q")
