@@ -157,6 +157,9 @@ def workers(net: Net, calibrated: None, smollm2: Path) -> Iterator[dict[str, Wor
             w.join(f"{main_ip}:{port}", code)
             joined[name] = w
             assert json.loads(pairing.stdout.readline())["outcome"] == "paired"
+            measured = json.loads(pairing.stdout.readline())  # the short probe when joining
+            assert measured["outcome"] == "measured" and measured["device"] == name, measured
+            assert 0 < measured["rtt_s"] < 1 and measured["down_bytes_per_s"] > 1e6, measured
             pairing.wait(30)
             assert w.info["admits"] == main_ip and w.info["name"] == name, w.info
     finally:

@@ -66,6 +66,29 @@ def survey_worker(home: Path, name: str) -> WorkerRecord:
     return record
 
 
+def survey_joined_worker(home: Path, name: str, wait_s: float = 30.0) -> WorkerRecord | None:
+    """The short probe right after pairing (``pair --worker`` runs it): None when the worker joined the pool
+    rather than lending its device. Its link starts a moment after pairing ends, so this waits for it."""
+    import time
+
+    from homellm.pool.worker_link import LinkRefused
+    from homellm.store import open_database
+    from homellm.store.workers import Workers
+
+    if not any(w.name == name and w.offer == "rpc" for w in Workers(open_database(home)).list()):
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return survey_worker(home, name)
+        except LinkRefused:
+            raise
+        except HomeLLMError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def _vendor(description: str) -> str:
     text = description.lower()
     return next((v for v in ("nvidia", "amd", "apple", "intel") if v in text), "nvidia")
