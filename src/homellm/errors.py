@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from homellm.i18n import _
+
 __all__ = [
     "CatalogError",
     "EngineError",
@@ -41,8 +43,10 @@ class NotFoundError(UsageError):
         self.kind = kind
         self.name = name
         self.suggestions = suggest(name, known)
-        hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
-        super().__init__(f"unknown {kind} {name!r}{hint}")
+        names = ", ".join(repr(s) for s in self.suggestions)
+        hint = _("; did you mean {names}?").format(names=names) if self.suggestions else ""
+        # kind is already translated by the caller: NotFoundError(_("model"), ...)
+        super().__init__(_("unknown {kind} {name!r}{hint}").format(kind=kind, name=name, hint=hint))
 
 
 class GGUFError(UsageError):

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from homellm.i18n import N_
+
 # Loopback, the private ranges, link-local, CGNAT (Tailscale) and IPv6 unique-local.
 DEFAULT_ALLOW_CIDRS = [
     "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
@@ -193,8 +195,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         raise UsageError(_("cannot read {path}: {error}").format(path=config_file(), error=exc)) from None
 
 
-_EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path",
-             list: "a list of strings"}  # fmt: skip
+_EXPECTED = {int: N_("an integer"), float: N_("a number"), bool: N_("true or false"), str: N_("a string"),
+             Path: N_("a path"), list: N_("a list of strings")}  # fmt: skip
 
 
 def _describe_invalid(exc: Any, overrides: dict[str, Any]) -> str:

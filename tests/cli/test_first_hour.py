@@ -126,7 +126,7 @@ MISTAKES: list[tuple[list[str], str]] = [
     (["bench", "speed", "https://127.0.0.1:1", "-m", "x"], "cannot reach"),
     (["bench", "speed", "--local", "-m", "x"], "no gateway answers"),
     (["serve", "--model", "/nonexistent.gguf"], "no such file"),
-    (["serve", "--backend", "http://127.0.0.1:1", "--model", "x.gguf"], "give only one of"),
+    (["serve", "--model", "x.gguf", "--models-dir", "."], "give only one of"),
 ]
 
 

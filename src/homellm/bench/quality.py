@@ -23,6 +23,7 @@ from homellm.bench.datasets import Item
 from homellm.bench.sandbox import run_program
 from homellm.bench.target import Target
 from homellm.errors import HomeLLMError
+from homellm.i18n import _
 
 PUBLISHED_NAMES = {"gsm8k": "GSM8K", "mmlu": "MMLU", "humaneval": "HumanEval"}
 OUR_METHOD = {
@@ -90,7 +91,9 @@ async def ask(t: Target, client: httpx.AsyncClient, model: str, prompt: str, see
         r = await client.post("/v1/chat/completions", json={"model": model, "messages": messages, "temperature": 0,
                                                             "seed": seed, "max_tokens": max_tokens})  # fmt: skip
     if r.status_code >= 400:
-        raise HomeLLMError(f"the server answered {r.status_code}: {r.text[:200]}")
+        raise HomeLLMError(
+            _("the server answered {status_code}: {text}").format(status_code=r.status_code, text=r.text[:200])
+        )
     data = r.json()
     if t.api == "ollama":
         return str((data.get("message") or {}).get("content", ""))
@@ -167,7 +170,7 @@ async def run_quality(
                 rec = json.loads(line)
                 done[rec["id"]] = rec
     todo = [i for i in items if i.id not in done]
-    for _ in range(len(items) - len(todo)):
+    for _done in range(len(items) - len(todo)):
         tick(None)
     errors = 0
     max_tokens = 768 if suite == "humaneval" else 512

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from homellm.errors import UsageError
+from homellm.i18n import _
 
 
 def load_runs(folder: Path, names: list[str]) -> list[dict[str, Any]]:
@@ -15,7 +16,9 @@ def load_runs(folder: Path, names: list[str]) -> list[dict[str, Any]]:
     if names:
         files = [f for f in files if any(n in f.stem for n in names)]
         if not files:
-            raise UsageError(f"no saved run matches {', '.join(names)}; see {folder}")
+            raise UsageError(
+                _("no saved run matches {names}; see {folder}").format(names=", ".join(names), folder=folder)
+            )
     return [json.loads(f.read_text()) | {"file": f.stem} for f in files]
 
 

@@ -20,6 +20,7 @@ import httpx
 from homellm.bench.metrics import LevelSummary, RequestTiming, summarize
 from homellm.bench.target import Target
 from homellm.errors import HomeLLMError
+from homellm.i18n import _
 
 _WORD_TEXT = """
 time people way year day thing man world life hand part child eye woman place work week case
@@ -70,7 +71,7 @@ def _raise(r: httpx.Response) -> None:
             msg = err.get("message") if isinstance(err, dict) else err
         except ValueError:
             msg = r.text[:200]
-        raise HomeLLMError(f"the server answered {r.status_code}: {msg}")
+        raise HomeLLMError(_("the server answered {status_code}: {msg}").format(status_code=r.status_code, msg=msg))
 
 
 async def calibrate(t: Target, client: httpx.AsyncClient, model: str, target_tokens: int) -> tuple[int, int | None]:
@@ -83,7 +84,7 @@ async def calibrate(t: Target, client: httpx.AsyncClient, model: str, target_tok
         return max(target_tokens // 2, 1), None
     per_word = (b - a) / (b_words - a_words)
     words = max(1, round(a_words + (target_tokens - a) / per_word))
-    for _ in range(3):  # nudge to the exact count
+    for _attempt in range(3):  # nudge to the exact count
         got = await _count_prompt(t, client, model, make_prompt(words, 900003, random.Random(words)))
         if got is None or got == target_tokens:
             return words, got

@@ -30,6 +30,7 @@ from homellm.catalog.schema import (
     SpeedMeasurement,
 )
 from homellm.errors import CatalogError, NotFoundError
+from homellm.i18n import _
 
 __all__ = ["Catalog", "load_catalog", "normalize"]
 
@@ -55,7 +56,7 @@ class Catalog:
         self.references = _parse(ReferenceModel, data, "reference_models")
         size_quality = _parse(SizeQuality, data, "size_quality")
         if len(size_quality) != 1:
-            raise CatalogError("the catalog needs exactly one size_quality record")
+            raise CatalogError(_("the catalog needs exactly one size_quality record"))
         self.size_quality = size_quality[0]
         self.cloud_scores: dict[str, list[BenchmarkScore]] = {
             r.name: list(r.scores) for r in self.references if r.kind == "cloud"
@@ -77,11 +78,11 @@ class Catalog:
         for m in self.mixes:
             for t in (m.base, m.output, m.token_embd, m.experts, *(r.type for r in m.rules)):
                 if t and t not in self._types:
-                    raise CatalogError(f"mix {m.name} names unknown ggml type {t}")
+                    raise CatalogError(_("mix {name} names unknown ggml type {type}").format(name=m.name, type=t))
         for model in self.models:
             for q in model.quants:
                 if normalize(q) not in self._mixes:
-                    raise CatalogError(f"model {model.id} lists unknown quant {q}")
+                    raise CatalogError(_("model {id} lists unknown quant {quant}").format(id=model.id, quant=q))
         for b in self.builds:
             for g in b.gpus:
                 self.gpu(g)
@@ -96,13 +97,13 @@ class Catalog:
         try:
             return self._types[name.upper()]
         except KeyError:
-            raise NotFoundError("ggml type", name, self._types) from None
+            raise NotFoundError(_("ggml type"), name, self._types) from None
 
     def mix(self, name: str) -> QuantMix:
         try:
             return self._mixes[normalize(name)]
         except KeyError:
-            raise NotFoundError("quantization", name, [m.name for m in self.mixes]) from None
+            raise NotFoundError(_("quantization"), name, [m.name for m in self.mixes]) from None
 
     def model(self, model_id: str) -> ModelSpec:
         key = model_id.strip().lower()
@@ -112,7 +113,7 @@ class Catalog:
             for candidate in self.models:
                 if candidate.id.split(":")[0] == key:
                     return candidate
-        raise NotFoundError("model", model_id, self._models)
+        raise NotFoundError(_("model"), model_id, self._models)
 
     def reference(self, name: str) -> ReferenceModel | None:
         """A reference model (cloud, old or non-existent) by name or alias, if the catalog has one."""
@@ -133,7 +134,7 @@ class Catalog:
         try:
             return self._gpus[normalize(name)]
         except KeyError:
-            raise NotFoundError("GPU", name, [g.name for g in self.gpus]) from None
+            raise NotFoundError(_("GPU"), name, [g.name for g in self.gpus]) from None
 
 
 def _parse(kind: type[T], data: dict[str, list[dict[str, Any]]], key: str) -> list[T]:
@@ -146,7 +147,11 @@ def _parse(kind: type[T], data: dict[str, list[dict[str, Any]]], key: str) -> li
             label = row.get("id") or row.get("name") or f"#{i + 1}"
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise CatalogError(f"catalog {key} entry {label}: {where}: {first['msg']}") from exc
+            raise CatalogError(
+                _("catalog {key} entry {label}: {where}: {msg}").format(
+                    key=key, label=label, where=where, msg=first["msg"]
+                )
+            ) from exc
     return out
 
 
@@ -159,7 +164,9 @@ def load_catalog() -> Catalog:
             try:
                 parsed = tomllib.loads(entry.read_text(encoding="utf-8"))
             except tomllib.TOMLDecodeError as exc:
-                raise CatalogError(f"catalog file {entry.name} is not valid TOML: {exc}") from exc
+                raise CatalogError(
+                    _("catalog file {name} is not valid TOML: {exc}").format(name=entry.name, exc=exc)
+                ) from exc
             for key, rows in parsed.items():
                 data.setdefault(key, []).extend(rows)
     return Catalog(data)

@@ -27,6 +27,7 @@ from homellm.catalog.schema import (
     SpecCheck,
 )
 from homellm.errors import CatalogError, HomeLLMError
+from homellm.i18n import _
 
 if TYPE_CHECKING:
     from homellm.catalog import Catalog
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 def split_model_ref(ref: str) -> tuple[str, str | None]:
     """``"llama3.3:70b@Q4_K_M"`` -> ``("llama3.3:70b", "Q4_K_M")``; no ``@``: the model's default quant."""
-    model, _, quant = ref.partition("@")
+    model, _at, quant = ref.partition("@")
     return model, (quant or None)
 
 
@@ -86,8 +87,8 @@ def check_claim_references(claim: GuideClaim, catalog: Catalog) -> None:
             )
             for b in benchmarks:
                 if catalog.scores(b.model) is None:
-                    raise CatalogError(f"unknown model {b.model!r}")
+                    raise CatalogError(_("unknown model {model!r}").format(model=b.model))
             if isinstance(c, BudgetCheck) and not any(b.name == c.build for b in catalog.builds):
-                raise CatalogError(f"unknown build {c.build!r}")
+                raise CatalogError(_("unknown build {build!r}").format(build=c.build))
     except HomeLLMError as exc:
-        raise CatalogError(f"guide claim {claim.id}: {exc}") from exc
+        raise CatalogError(_("guide claim {id}: {exc}").format(id=claim.id, exc=exc)) from exc

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from homellm.i18n import _
+
 JapaneseAbility = Literal["none", "fair", "good"]
 UseCase = Literal["chat", "code", "math", "japanese"]
 GpuVendor = Literal["nvidia", "amd", "apple", "intel", "cpu"]
@@ -94,13 +96,13 @@ class Architecture(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Architecture:
         if self.n_expert and not (0 < self.n_expert_used <= self.n_expert and self.n_ff_expert):
-            raise ValueError("MoE models need 0 < n_expert_used <= n_expert and n_ff_expert")
+            raise ValueError(_("MoE models need 0 < n_expert_used <= n_expert and n_ff_expert"))
         if self.is_mla and self.head_dim_k != self.kv_lora_rank + self.qk_rope_dim:
-            raise ValueError("MLA models cache kv_lora_rank + qk_rope_dim per token (head_dim_k)")
+            raise ValueError(_("MLA models cache kv_lora_rank + qk_rope_dim per token (head_dim_k)"))
         if self.has_mla_weights and not self.mla_cache and self.head_dim_k != self.qk_nope_dim + self.qk_rope_dim:
-            raise ValueError("MLA weights with a per-head cache: head_dim_k is qk_nope_dim + qk_rope_dim")
+            raise ValueError(_("MLA weights with a per-head cache: head_dim_k is qk_nope_dim + qk_rope_dim"))
         if self.sliding_window and self.swa_pattern == 1:
-            raise ValueError("swa_pattern 1 would make every layer global; use 0 for all-SWA")
+            raise ValueError(_("swa_pattern 1 would make every layer global; use 0 for all-SWA"))
         return self
 
 
@@ -139,9 +141,13 @@ class ModelSpec(Strict):
     @model_validator(mode="after")
     def _quants(self) -> ModelSpec:
         if self.default_quant not in self.quants:
-            raise ValueError(f"default_quant {self.default_quant} is not among {self.quants}")
+            raise ValueError(
+                _("default_quant {default_quant} is not among {quants}").format(
+                    default_quant=self.default_quant, quants=self.quants
+                )
+            )
         if self.params_active > self.params_total:
-            raise ValueError("params_active exceeds params_total")
+            raise ValueError(_("params_active exceeds params_total"))
         return self
 
 
@@ -419,7 +425,7 @@ class GuideClaim(Strict):
     @model_validator(mode="after")
     def _one_basis(self) -> GuideClaim:
         if bool(self.checks) == (self.judged is not None):
-            raise ValueError("a claim needs either checks or a judgement, not both")
+            raise ValueError(_("a claim needs either checks or a judgement, not both"))
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from homellm.cli.output import GIB, console, err_console, gib, print_json
-from homellm.i18n import _
+from homellm.i18n import N_, _
 
 if TYPE_CHECKING:
     from homellm.catalog import Catalog
@@ -24,11 +25,11 @@ if TYPE_CHECKING:
 
 USE_CASES = ("chat", "code", "math", "japanese")
 
-JsonOpt = typer.Option(False, "--json", help="Print a stable machine-readable JSON document.")
-GpuOpt = typer.Option(None, "--gpu", help="Plan for this catalog GPU instead of the detected ones (repeatable).")
-VramOpt = typer.Option(None, "--vram", help="GPU memory in GiB (overrides detection).")
-RamOpt = typer.Option(None, "--ram", help="System RAM in GiB (overrides detection).")
-CtxOpt = typer.Option(4096, "--ctx", "-c", help="Context length in tokens.")
+JsonOpt = typer.Option(False, "--json", help=_("Print a stable machine-readable JSON document."))
+GpuOpt = typer.Option(None, "--gpu", help=_("Plan for this catalog GPU instead of the detected ones (repeatable)."))
+VramOpt = typer.Option(None, "--vram", help=_("GPU memory in GiB (overrides detection)."))
+RamOpt = typer.Option(None, "--ram", help=_("System RAM in GiB (overrides detection)."))
+CtxOpt = typer.Option(4096, "--ctx", "-c", help=_("Context length in tokens."))
 WithOpt = typer.Option(
     None, "--with", help=_("Plan with a paired worker's device too (one model split over two machines, llama.cpp RPC).")
 )
@@ -54,7 +55,7 @@ def _params(ctx: int, kv_type: str, flash_attn: bool, parallel: int) -> ContextP
     from homellm.plan.memory import ContextParams
 
     if ctx < 1 or parallel < 1:
-        raise UsageError("--ctx and --parallel must be positive")
+        raise UsageError(_("--ctx and --parallel must be positive"))
     return ContextParams(ctx=ctx, kv_type=kv_type.lower(), flash_attn=flash_attn, parallel=parallel)
 
 
@@ -63,9 +64,11 @@ BENCHMARKS = ("MMLU", "MMLU-Pro", "HumanEval", "MT-Bench", "GSM8K", "AIME 2025",
 
 def models(
     json_out: bool = JsonOpt,
-    scores: bool = typer.Option(False, "--scores", help="Show the published benchmark table, cloud models included."),
-    local: bool = typer.Option(False, "--local", help="List the models downloaded into HOMELLM_HOME/models."),
-    sources: bool = typer.Option(False, "--sources", help="Print where each model's numbers come from."),
+    scores: bool = typer.Option(
+        False, "--scores", help=_("Show the published benchmark table, cloud models included.")
+    ),
+    local: bool = typer.Option(False, "--local", help=_("List the models downloaded into HOMELLM_HOME/models.")),
+    sources: bool = typer.Option(False, "--sources", help=_("Print where each model's numbers come from.")),
 ) -> None:
     """List the catalog's models: size, quantizations, Japanese ability and published scores."""
     if local:
@@ -81,9 +84,18 @@ def models(
     if scores:
         rows = [(m.id, *_score_cells(m.benchmarks)) for m in catalog.models if m.benchmarks]
         rows += [(f"{name} (cloud)", *_score_cells(s)) for name, s in catalog.cloud_scores.items()]
-        _print_table("Published scores (sources: homellm models --scores --json)", ("model", *BENCHMARKS), rows)
+        _print_table(_("Published scores (sources: homellm models --scores --json)"), (N_("model"), *BENCHMARKS), rows)
         return
-    columns = ("id", "params>", "active>", "context>", "quants", "日本語", "uses", "license")
+    columns = (
+        N_("id"),
+        N_("params>"),
+        N_("active>"),
+        N_("context>"),
+        N_("quants"),
+        N_("日本語"),
+        N_("uses"),
+        N_("license"),
+    )
     rows = [
         (
             m.id,
@@ -97,7 +109,7 @@ def models(
         )
         for m in catalog.models
     ]
-    _print_table("Models (id = Ollama tag)", columns, rows, drop=("license", "active>", "uses", "context>"))
+    _print_table(_("Models (id = Ollama tag)"), columns, rows, drop=("license", "active>", "uses", "context>"))
     if sources:
         _print_sources([(m.id, m.source) for m in catalog.models])
 
@@ -109,18 +121,28 @@ def _score_cells(scores: Sequence[Any]) -> list[str]:
 
 def gpus(
     json_out: bool = JsonOpt,
-    sources: bool = typer.Option(False, "--sources", help="Print where each GPU's numbers come from."),
+    sources: bool = typer.Option(False, "--sources", help=_("Print where each GPU's numbers come from.")),
 ) -> None:
     """List the catalog's GPUs: memory, bandwidth, compute, power and price."""
     catalog = _catalog()
     if json_out:
         print_json([g.model_dump(mode="json") for g in catalog.gpus])
         return
-    columns = ("name", "memory>", "GB/s>", "FP16 TFLOPS>", "TDP>", "price (JPY)>", "price (USD)>", "as of>")
+    columns = (
+        N_("name"),
+        N_("memory>"),
+        N_("GB/s>"),
+        N_("FP16 TFLOPS>"),
+        N_("TDP>"),
+        N_("price (JPY)>"),
+        N_("price (USD)>"),
+        N_("as of>"),
+    )
     rows = [
         (
             g.name,
-            f"{g.vram_gib:g} GB" + (f" unified ({g.usable_fraction:.0%} usable)" if g.unified_memory else ""),
+            f"{g.vram_gib:g} GB"
+            + (_(" unified ({usable:.0%} usable)").format(usable=g.usable_fraction) if g.unified_memory else ""),
             f"{g.bandwidth_gbs:g}",
             f"{g.fp16_tflops:g}",
             f"{g.tdp_w} W",
@@ -130,7 +152,7 @@ def gpus(
         )
         for g in catalog.gpus
     ]
-    _print_table("GPUs", columns, rows, drop=("as of>", "TDP>", "price (USD)>", "FP16 TFLOPS>"))
+    _print_table(_("GPUs"), columns, rows, drop=("as of>", "TDP>", "price (USD)>", "FP16 TFLOPS>"))
     if sources:
         _print_sources([(g.name, g.source) for g in catalog.gpus])
 
@@ -139,28 +161,31 @@ def _print_table(
     title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]], drop: tuple[str, ...] = ()
 ) -> None:
     """A table readable at 80 columns; a column name ending in '>' is right-aligned, and the columns in
-    ``drop`` give way, in that order, when the terminal is too narrow for all of them."""
+    ``drop`` give way, in that order, when the terminal is too narrow for all of them. Column names are
+    message ids (marked with ``N_``), translated here."""
     from homellm.cli.output import Col, narrow_table
 
-    cols = [Col(c.rstrip(">"), right=c.endswith(">"), drop=drop.index(c) + 1 if c in drop else 0) for c in columns]
+    cols = [Col(_(c).rstrip(">"), right=c.endswith(">"), drop=drop.index(c) + 1 if c in drop else 0) for c in columns]
     console.print(narrow_table(cols, [list(r) for r in rows], title=title))
 
 
 def _print_sources(sources: Sequence[tuple[str, str]]) -> None:
-    console.print("\nSources", style="bold")
+    console.print(_("\nSources"), style="bold")
     for name, source in sources:
         console.print(f"  {name}: {source}", soft_wrap=True, markup=False)
 
 
 def fit(
-    model: str = typer.Argument(..., help="A catalog id (qwen2.5:14b) or a path to a .gguf file."),
-    quant: str | None = typer.Option(None, "--quant", "-q", help="Quantization (catalog models only)."),
+    model: str = typer.Argument(..., help=_("A catalog id (qwen2.5:14b) or a path to a .gguf file.")),
+    quant: str | None = typer.Option(None, "--quant", "-q", help=_("Quantization (catalog models only).")),
     ctx: int = CtxOpt,
-    kv_type: str = typer.Option("f16", "--kv-type", help="KV cache type: f16, q8_0 or q4_0."),
-    flash_attn: bool = typer.Option(True, "--flash-attn/--no-flash-attn", help="Flash attention (llama-server -fa)."),
-    parallel: int = typer.Option(1, "--parallel", "-np", help="Parallel sequences (llama-server -np)."),
+    kv_type: str = typer.Option("f16", "--kv-type", help=_("KV cache type: f16, q8_0 or q4_0.")),
+    flash_attn: bool = typer.Option(
+        True, "--flash-attn/--no-flash-attn", help=_("Flash attention (llama-server -fa).")
+    ),
+    parallel: int = typer.Option(1, "--parallel", "-np", help=_("Parallel sequences (llama-server -np).")),
     rope_scaling: bool = typer.Option(
-        False, "--rope-scaling", help="Allow a context beyond the model's training with YaRN RoPE scaling."
+        False, "--rope-scaling", help=_("Allow a context beyond the model's training with YaRN RoPE scaling.")
     ),
     gpu: list[str] | None = GpuOpt,
     vram: float | None = VramOpt,
@@ -178,7 +203,6 @@ def fit(
     from dataclasses import replace
 
     from homellm.errors import UsageError
-    from homellm.i18n import _
     from homellm.plan.fit import context_problem, fit_model, resolve_model
 
     catalog = _catalog()
@@ -235,42 +259,63 @@ def _print_fit(r: FitResult) -> None:
     from homellm.plan.recipes import llama_server_command, ollama_commands
 
     verdict = "[bold green]fits[/]" if r.fits else "[bold red]does not fit[/]"
-    where = "GPU"
+    where = ""
     if r.hardware.remotes:
         where = ", ".join(dict.fromkeys(x.worker for x in r.hardware.remotes)) + (" + GPU" if r.hardware.gpus else "")
     console.print(
-        f"[bold]{r.model.label}[/] {r.model.quant}, {r.params.n_ctx:,} tokens of context: {verdict}"
-        f" ({r.gpu_layers}/{r.model.arch.n_layer + 1} layers on {where})"
+        (
+            _("[bold]{label}[/] {quant}, {n_ctx:,} tokens of context: {verdict} ({gpu_layers}/{layers} layers on GPU)")
+            if not r.hardware.remotes
+            else _(
+                "[bold]{label}[/] {quant}, {n_ctx:,} tokens of context: {verdict} ({gpu_layers}/{layers} layers on "
+                "{where})"
+            )
+        ).format(
+            label=r.model.label,
+            quant=r.model.quant,
+            n_ctx=r.params.n_ctx,
+            verdict=verdict,
+            gpu_layers=r.gpu_layers,
+            layers=r.model.arch.n_layer + 1,
+            where=where,
+        )
     )
-    buffers = Table(title="Memory (as llama.cpp allocates it)", title_justify="left")
-    buffers.add_column("buffer")
-    buffers.add_column("size", justify="right")
-    buffers.add_column("how it is sized")
+    buffers = Table(title=_("Memory (as llama.cpp allocates it)"), title_justify="left")
+    buffers.add_column(_("buffer"))
+    buffers.add_column(_("size"), justify="right")
+    buffers.add_column(_("how it is sized"))
     kv = r.params
     rows = [
-        ("weights", r.weights_bytes, "tensor table" + (" of the file" if r.model.path else f" under {r.model.quant}")),
-        ("KV cache", r.kv_cache_bytes, f"{kv.kv_type} K+V, {kv.n_ctx:,} cells x {kv.parallel} seq, exact"),
-        ("compute", r.compute_bytes, f"worst-case graph, ubatch {kv.n_ubatch}, flash-attn {_on(kv.flash_attn)}"),
-        ("output", r.output_bytes, "logits of one token per sequence"),
-        ("overhead", r.overhead_bytes, "stated: 512 MiB per discrete GPU runtime + 256 MiB host process"),
-        ("total", r.total_bytes, ""),
+        (N_("weights"), r.weights_bytes, _("tensor table of the file") if r.model.path
+         else _("tensor table under {quant}").format(quant=r.model.quant)),
+        (N_("KV cache"), r.kv_cache_bytes, _("{kv_type} K+V, {n_ctx:,} cells x {parallel} seq, exact").format(
+            kv_type=kv.kv_type, n_ctx=kv.n_ctx, parallel=kv.parallel)),
+        (N_("compute"), r.compute_bytes, _("worst-case graph, ubatch {ubatch}, flash-attn {on}").format(
+            ubatch=kv.n_ubatch, on=_on(kv.flash_attn))),
+        (N_("output"), r.output_bytes, _("logits of one token per sequence")),
+        (N_("overhead"), r.overhead_bytes, _("stated: 512 MiB per discrete GPU runtime + 256 MiB host process")),
+        (N_("total"), r.total_bytes, ""),
     ]  # fmt: skip
     for name, size, how in rows:
-        buffers.add_row(name, gib(size), how)
+        buffers.add_row(_(name), gib(size), how)
     console.print(buffers)
-    devices = Table(title="Placement", title_justify="left")
-    for col in ("device", "layers", "used", "capacity", ""):
-        devices.add_column(col, justify="right" if col in ("used", "capacity") else "left")
+    devices = Table(title=_("Placement"), title_justify="left")
+    for col in (N_("device"), N_("layers"), N_("used"), N_("capacity"), ""):
+        devices.add_column(_(col) if col else "", justify="right" if col in ("used", "capacity") else "left")
     for d in r.devices:
         if d.kind in ("gpu", "remote") and not d.layers and not d.weights_bytes:
             continue
-        mark = "[green]ok[/]" if d.fits else "[red]over[/]"
-        layers = f"{len(d.layers)}" + (" + output" if d.kind != "cpu" and d.holds_output else "")
+        mark = _("[green]ok[/]") if d.fits else _("[red]over[/]")
+        layers = f"{len(d.layers)}" + (_(" + output") if d.kind != "cpu" and d.holds_output else "")
         devices.add_row(d.name, layers, gib(d.used_bytes), gib(d.capacity_bytes), mark)
     console.print(devices)
     if r.decode_tokens_per_s:
         decode, prefill = r.decode_tokens_per_s, r.prefill_tokens_per_s or 0
-        console.print(f"speed (estimate): decode ~{decode:.1f} tok/s, prefill ~{prefill:,.0f} tok/s")
+        console.print(
+            _("speed (estimate): decode ~{decode:.1f} tok/s, prefill ~{prefill:,.0f} tok/s").format(
+                decode=decode, prefill=prefill
+            )
+        )
     for note in r.speed_notes:
         console.print(f"  [dim]{note}[/]")
     for note in r.hardware.notes:
@@ -282,12 +327,13 @@ def _print_fit(r: FitResult) -> None:
         model = str(r.model.path) if r.model.path else r.model.label
         console.print(_("\n[bold]Run it split[/] (Ollama cannot split a model over machines; llama-server --rpc "
                         "would expose llama.cpp's RPC port)"))  # fmt: skip
-        console.print(f"  homellm serve --model {model} --with {workers}", soft_wrap=True, markup=False)
+        command = shlex.join(["homellm", "serve", "--model", model, "--with", workers])
+        console.print(f"  {command}", soft_wrap=True, markup=False)
         return
-    console.print("\n[bold]Run it with Ollama[/]")
+    console.print(_("\n[bold]Run it with Ollama[/]"))
     for line in ollama_commands(r):
         console.print(f"  {line}", soft_wrap=True)
-    console.print("[bold]or llama.cpp[/]")
+    console.print(_("[bold]or llama.cpp[/]"))
     console.print(f"  {llama_server_command(r)}", soft_wrap=True)
 
 
@@ -305,14 +351,21 @@ def _print_hardware(hw: HardwareProfile) -> None:
         f"{'' if g.origin == 'detected' else ', ' + g.origin})"
         for g in hw.gpus
     )
-    console.print(f"[bold]GPU[/]  {gpus or 'none'}")
+    console.print(_("[bold]GPU[/]  {gpus}").format(gpus=gpus or _("none")))
     flags = " ".join(hw.cpu.flags)
     console.print(
-        f"[bold]CPU[/]  {hw.cpu.model}, {hw.cpu.cores} cores / {hw.cpu.threads} threads{f' ({flags})' if flags else ''}"
+        _("[bold]CPU[/]  {model}, {cores} cores / {threads} threads{flags}").format(
+            model=hw.cpu.model, cores=hw.cpu.cores, threads=hw.cpu.threads, flags=f" ({flags})" if flags else ""
+        )
     )
-    console.print(f"[bold]RAM[/]  {gib(hw.ram_bytes)}")
+    console.print(_("[bold]RAM[/]  {ram_bytes}").format(ram_bytes=gib(hw.ram_bytes)))
     if hw.disk_free_bytes is not None:
-        console.print(f"[bold]Disk[/] {gib(hw.disk_free_bytes)} free in {hw.models_dir}", soft_wrap=True)
+        console.print(
+            _("[bold]Disk[/] {disk_free_bytes} free in {models_dir}").format(
+                disk_free_bytes=gib(hw.disk_free_bytes), models_dir=hw.models_dir
+            ),
+            soft_wrap=True,
+        )
     for note in hw.notes:
         console.print(f"  [dim]{note}[/]")
 
@@ -329,16 +382,18 @@ def _candidate_json(c: Candidate) -> dict[str, Any]:
 
 
 def plan(
-    use_case: str | None = typer.Option(None, "--use-case", "-u", help="chat, code, math or japanese (default: all)."),
+    use_case: str | None = typer.Option(
+        None, "--use-case", "-u", help=_("chat, code, math or japanese (default: all).")
+    ),
     ctx: int = CtxOpt,
-    kv_type: str = typer.Option("f16", "--kv-type", help="KV cache type: f16, q8_0 or q4_0."),
+    kv_type: str = typer.Option("f16", "--kv-type", help=_("KV cache type: f16, q8_0 or q4_0.")),
     gpu: list[str] | None = GpuOpt,
     vram: float | None = VramOpt,
     ram: float | None = RamOpt,
     measure: bool = typer.Option(
         False,
         "--measure",
-        help="Measure this machine's CPU speed first (llama.cpp run or bandwidth probe) and cache it.",
+        help=_("Measure this machine's CPU speed first (llama.cpp run or bandwidth probe) and cache it."),
     ),
     worker: str | None = WithOpt,
     json_out: bool = JsonOpt,
@@ -349,7 +404,6 @@ def plan(
     recomputed (all the claims: homellm guide).
     """
     from homellm.errors import UsageError
-    from homellm.i18n import _
     from homellm.plan.advisor import HEADROOM, advise
 
     uses = USE_CASES if use_case is None else (use_case.lower(),)
@@ -434,7 +488,6 @@ def _split_verdicts(
 
 def _measure(catalog: Catalog, quiet: bool) -> None:
     from homellm.hardware.cpu import detect_cpu
-    from homellm.i18n import _
     from homellm.plan.calibrate import calibrate, engine_installed
     from homellm.settings import get_settings
 
@@ -468,8 +521,6 @@ def _print_audits(audits: Sequence[ClaimAudit]) -> None:
     """Claims grouped by the guide's section: verdict, the original text, the gloss, the figure, the fix."""
     from rich.markup import escape
 
-    from homellm.i18n import _
-
     section = None
     for a in audits:
         c = a.claim
@@ -492,8 +543,8 @@ def _print_audits(audits: Sequence[ClaimAudit]) -> None:
 
 
 def guide(
-    gpu: str | None = typer.Option(None, "--gpu", help="Only the claims about this catalog GPU."),
-    verdict: str | None = typer.Option(None, "--verdict", help="Only claims with this verdict."),
+    gpu: str | None = typer.Option(None, "--gpu", help=_("Only the claims about this catalog GPU.")),
+    verdict: str | None = typer.Option(None, "--verdict", help=_("Only claims with this verdict.")),
     json_out: bool = JsonOpt,
 ) -> None:
     """Every claim of the Japanese local-LLM guide (December 2025), recomputed or checked against sources.
@@ -502,7 +553,6 @@ def guide(
     misleading, unverifiable), the recomputed figure with its source or formula, and a correction.
     """
     from homellm.errors import UsageError
-    from homellm.i18n import _
     from homellm.plan.guide import VERDICTS, audit_guide, summary
 
     if verdict is not None and verdict not in VERDICTS:
@@ -528,11 +578,11 @@ def guide(
 
 
 def buy(
-    model: str = typer.Argument(..., help="A catalog id (qwen2.5:32b)."),
-    quant: str | None = typer.Option(None, "--quant", "-q", help="Quantization."),
+    model: str = typer.Argument(..., help=_("A catalog id (qwen2.5:32b).")),
+    quant: str | None = typer.Option(None, "--quant", "-q", help=_("Quantization.")),
     ctx: int = CtxOpt,
-    min_tokens_per_s: float = typer.Option(0.0, "--min-tokens-per-s", help="Required decode speed."),
-    budget: str | None = typer.Option(None, "--budget", help="Spending limit, e.g. 300000JPY or 2000USD."),
+    min_tokens_per_s: float = typer.Option(0.0, "--min-tokens-per-s", help=_("Required decode speed.")),
+    budget: str | None = typer.Option(None, "--budget", help=_("Spending limit, e.g. 300000JPY or 2000USD.")),
     json_out: bool = JsonOpt,
 ) -> None:
     """What should I buy? The cheapest GPU (or pair) and build that runs MODEL at that speed."""
@@ -566,29 +616,33 @@ def buy(
         return
     need = resolved.weights_bytes / GIB
     console.print(
-        f"[bold]{resolved.label}[/] {resolved.quant}: {need:.1f} GiB of weights, {params.n_ctx:,} tokens of context"
+        _("[bold]{label}[/] {quant}: {need:.1f} GiB of weights, {n_ctx:,} tokens of context").format(
+            label=resolved.label, quant=resolved.quant, need=need, n_ctx=params.n_ctx
+        )
     )
     if not options:
-        console.print("[red]nothing in the catalog runs it fully on the GPU within those limits[/]")
+        console.print(_("[red]nothing in the catalog runs it fully on the GPU within those limits[/]"))
         raise typer.Exit(1)
     from rich.table import Table
 
     table = Table(title_justify="left")
-    for col in ("", "GPU", "total price", "VRAM used", "decode", "build"):
-        table.add_column(col, justify="right" if col in ("total price", "VRAM used", "decode") else "left")
+    for col in ("", N_("GPU"), N_("total price"), N_("VRAM used"), N_("decode"), N_("build")):
+        table.add_column(
+            _(col) if col else "", justify="right" if col in ("total price", "VRAM used", "decode") else "left"
+        )
     for i, o in enumerate(options[:8]):
         vram_used = sum(d.used_bytes for d in o.fit.devices if d.kind == "gpu")
         capacity = sum(d.capacity_bytes for d in o.fit.devices if d.kind == "gpu")
         table.add_row(
-            "[bold green]cheapest[/]" if i == 0 else "",
+            _("[bold green]cheapest[/]") if i == 0 else "",
             o.label,
             f"¥{o.price_jpy:,} / ${o.price_usd:,}",
             f"{vram_used / GIB:.1f}/{capacity / GIB:.0f} GiB",
             f"~{o.fit.decode_tokens_per_s or 0:.0f} tok/s",
-            o.build.name if o.build else ("whole Mac" if o.gpus[0].unified_memory else "GPU + typical platform"),
+            o.build.name if o.build else (_("whole Mac") if o.gpus[0].unified_memory else _("GPU + typical platform")),
         )
     console.print(table)
-    console.print("[dim]Prices are reference points (see `homellm gpus` for their dates); speeds are estimates.[/]")
+    console.print(_("[dim]Prices are reference points (see `homellm gpus` for their dates); speeds are estimates.[/]"))
 
 
 def _models_dir() -> Path:
@@ -598,7 +652,6 @@ def _models_dir() -> Path:
 
 
 def _print_local_models(json_out: bool) -> None:
-    from homellm.i18n import _
     from homellm.models.store import ModelStore
 
     store = ModelStore(_models_dir())
@@ -610,7 +663,11 @@ def _print_local_models(json_out: bool) -> None:
         console.print(_("no models in {folder}; get one with: homellm pull qwen2.5:7b").format(folder=store.folder))
         return
     rows = [(m.name, m.quant or "-", gib(m.size), m.source, str(store.path(m))) for m in found]
-    _print_table(_("Models in {folder}").format(folder=store.folder), ("name", "quant", "size>", "from", "file"), rows)
+    _print_table(
+        _("Models in {folder}").format(folder=store.folder),
+        (N_("name"), N_("quant"), N_("size>"), N_("from"), N_("file")),
+        rows,
+    )
 
 
 class _DownloadBar:
@@ -652,7 +709,6 @@ def pull_model(
     """Download MODEL with a progress bar (used by `pull`, `up MODEL` and `serve --model MODEL`)."""
     from urllib.parse import urlsplit
 
-    from homellm.i18n import _
     from homellm.models.pull import Registries, pull
     from homellm.settings import get_settings
 
@@ -702,9 +758,10 @@ def pull_model(
 
 def pull(
     model: str = typer.Argument(
-        ..., help="A catalog id (qwen2.5:14b), id:QUANT (qwen2.5:14b:Q6_K), an Ollama tag, or hf.co/ORG/REPO[:QUANT]."
+        ...,
+        help=_("A catalog id (qwen2.5:14b), id:QUANT (qwen2.5:14b:Q6_K), an Ollama tag, or hf.co/ORG/REPO[:QUANT]."),
     ),
-    force: bool = typer.Option(False, "--force", help="Download even when the disk or the fit check says no."),
+    force: bool = typer.Option(False, "--force", help=_("Download even when the disk or the fit check says no.")),
     gpu: list[str] | None = GpuOpt,
     vram: float | None = VramOpt,
     ram: float | None = RamOpt,
@@ -718,9 +775,8 @@ def pull(
     pull_model(model, force, gpu, vram, ram)
 
 
-def rm(model: str = typer.Argument(..., help="A name from `homellm models --local`.")) -> None:
+def rm(model: str = typer.Argument(..., help=_("A name from `homellm models --local`."))) -> None:
     """Delete a downloaded model from HOMELLM_HOME/models."""
-    from homellm.i18n import _
     from homellm.models.store import ModelStore
 
     store = ModelStore(_models_dir())

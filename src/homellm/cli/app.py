@@ -3,7 +3,11 @@ together. :mod:`homellm.cli.main` is the entry point that runs it."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterator
+
 import typer
+from typer.models import CommandInfo
 
 from homellm import __version__
 from homellm.cli import advisor, bench, connect, gateway, host, keys, pool, usage
@@ -31,9 +35,32 @@ app.command("join")(pool.join)
 app.add_typer(pool.workers_app, name="workers")
 
 
+def commands(tree: typer.Typer) -> Iterator[CommandInfo]:
+    """Every command of ``tree``, its groups' commands included."""
+    yield from tree.registered_commands
+    for group in tree.registered_groups:
+        if group.typer_instance is not None:
+            yield from commands(group.typer_instance)
+
+
+def _translate_help(tree: typer.Typer) -> list[str]:
+    """A command's help is its function's docstring (as Typer reads it); here each one goes through the
+    catalog, once for the whole tree. Returns those docstrings: the message ids ``scripts/i18n.py`` extracts."""
+    english = []
+    for info in commands(tree):
+        doc = inspect.getdoc(info.callback) if info.help is None and info.callback is not None else None
+        if doc:
+            english.append(doc)
+            info.help = _(doc)
+    return english
+
+
+DOCSTRING_HELP = _translate_help(app)
+
+
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"homellm {__version__}")
+        typer.echo(_("homellm {version}").format(version=__version__))
         raise typer.Exit()
 
 

@@ -10,25 +10,28 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from homellm.cli.output import console, print_json
+from homellm.i18n import N_, _
 
 if TYPE_CHECKING:
     from homellm.bench.speed import SpeedRun
     from homellm.bench.target import Target
 
-app = typer.Typer(help="Measure speed and quality of a server (a profile, homellm's gateway or any URL).",
+app = typer.Typer(help=_("Measure speed and quality of a server (a profile, homellm's gateway or any URL)."),
                   no_args_is_help=True)  # fmt: skip
-TargetArg = typer.Argument(None, help="A saved connection or a URL (default: the last connection).")
+TargetArg = typer.Argument(None, help=_("A saved connection or a URL (default: the last connection)."))
 KeyStdinOpt = typer.Option(
     False,
     "--key-stdin",
-    help="Read the API key for a URL target from standard input "
-    "(or set HOMELLM_KEY). Keys are never taken on the command line.",
+    help=_(
+        "Read the API key for a URL target from standard input "
+        "(or set HOMELLM_KEY). Keys are never taken on the command line."
+    ),
 )
 CacertOpt = typer.Option(
-    None, "--cacert", help="Pin a URL target's TLS certificate (PEM), e.g. HOMELLM_HOME/tls/cert.pem."
+    None, "--cacert", help=_("Pin a URL target's TLS certificate (PEM), e.g. HOMELLM_HOME/tls/cert.pem.")
 )
 LocalOpt = typer.Option(
-    False, "--local", help="Bench the gateway on this machine (its own certificate, a one-hour key)."
+    False, "--local", help=_("Bench the gateway on this machine (its own certificate, a one-hour key).")
 )
 
 
@@ -45,7 +48,6 @@ def _target(spec: str | None, key_stdin: bool, cacert: Path | None, local: bool)
 
     from homellm.bench.target import local_gateway, resolve
     from homellm.errors import UsageError
-    from homellm.i18n import _
     from homellm.settings import get_settings
 
     if local:
@@ -64,27 +66,27 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise UsageError(f"--concurrency takes numbers like 1,2,4,8, not {text!r}") from None
+        raise UsageError(_("--concurrency takes numbers like 1,2,4,8, not {text!r}").format(text=text)) from None
     if not values or any(v < 1 or v > 512 for v in values):
-        raise UsageError("--concurrency levels must be between 1 and 512")
+        raise UsageError(_("--concurrency levels must be between 1 and 512"))
     return values
 
 
 @app.command("speed")
 def speed(
     target: str | None = TargetArg,
-    model: str = typer.Option(..., "--model", "-m", help="Model to measure."),
-    concurrency: str = typer.Option("1,2,4", "--concurrency", help="Concurrency levels, e.g. 1,2,4,8."),
-    prompt_tokens: int = typer.Option(256, "--prompt-tokens", help="Prompt length (calibrated on the server)."),
-    max_tokens: int = typer.Option(128, "--max-tokens", help="Tokens to generate per request."),
-    requests: int | None = typer.Option(None, "--requests", help="Requests per level (default 4 x concurrency)."),
-    duration: float | None = typer.Option(None, "--duration", help="Seconds per level instead of a count."),
+    model: str = typer.Option(..., "--model", "-m", help=_("Model to measure.")),
+    concurrency: str = typer.Option("1,2,4", "--concurrency", help=_("Concurrency levels, e.g. 1,2,4,8.")),
+    prompt_tokens: int = typer.Option(256, "--prompt-tokens", help=_("Prompt length (calibrated on the server).")),
+    max_tokens: int = typer.Option(128, "--max-tokens", help=_("Tokens to generate per request.")),
+    requests: int | None = typer.Option(None, "--requests", help=_("Requests per level (default 4 x concurrency).")),
+    duration: float | None = typer.Option(None, "--duration", help=_("Seconds per level instead of a count.")),
     key_stdin: bool = KeyStdinOpt,
     cacert: Path | None = CacertOpt,
     local: bool = LocalOpt,
-    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    csv_file: Path | None = typer.Option(None, "--csv", help="Write one row per level to this CSV file."),
-    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG of throughput and latency vs concurrency."),
+    json_out: bool = typer.Option(False, "--json", help=_("Print the results as JSON.")),
+    csv_file: Path | None = typer.Option(None, "--csv", help=_("Write one row per level to this CSV file.")),
+    plot: Path | None = typer.Option(None, "--plot", help=_("Write a PNG of throughput and latency vs concurrency.")),
 ) -> None:
     """TTFT, TPOT, ITL, decode tokens/s (client and server), latency and throughput per concurrency level."""
     import asyncio
@@ -97,7 +99,7 @@ def speed(
     from homellm.errors import UsageError
 
     if prompt_tokens < 1 or max_tokens < 1 or (requests is not None and requests < 1):
-        raise UsageError("--prompt-tokens, --max-tokens and --requests must be positive")
+        raise UsageError(_("--prompt-tokens, --max-tokens and --requests must be positive"))
     levels = _int_list(concurrency)
     cfg = SpeedConfig(model, levels, prompt_tokens, max_tokens, requests, duration)
     total = None if duration else sum(requests or 4 * c for c in levels)
@@ -128,15 +130,23 @@ def _print_speed(run: SpeedRun) -> None:
     from rich.table import Table
 
     pt = run.calibrated_prompt_tokens
-    console.print(f"[bold]{run.model}[/] on {run.server}: prompts of "
-                  f"{f'{pt} tokens (server count)' if pt else 'unknown length (the server reports no counts)'}, "
-                  f"up to {run.config.max_tokens} new tokens")  # fmt: skip
+    console.print(
+        _("[bold]{model}[/] on {server}: prompts of {length}, up to {max_tokens} new tokens").format(
+            model=run.model,
+            server=run.server,
+            length=_("{n} tokens (server count)").format(n=pt)
+            if pt
+            else _("unknown length (the server reports no counts)"),
+            max_tokens=run.config.max_tokens,
+        )
+    )
     table = Table(title_justify="left")
-    for col in ("conc.", "req", "err", "TTFT p50/p90/p99 ms", "TPOT p50 ms", "ITL p50/p99 ms", "e2e p50 s",
-                "decode tok/s client", "decode tok/s server", "req/s", "out tok/s"):  # fmt: skip
-        table.add_column(col, justify="right")
+    for col in (N_("conc."), N_("req"), N_("err"), N_("TTFT p50/p90/p99 ms"), N_("TPOT p50 ms"),
+                N_("ITL p50/p99 ms"), N_("e2e p50 s"), N_("decode tok/s client"), N_("decode tok/s server"),
+                N_("req/s"), N_("out tok/s")):  # fmt: skip
+        table.add_column(_(col), justify="right")
     for lv in run.levels:
-        server = f"{lv.decode_server.p50:.1f}" if lv.decode_server.p50 else "not reported"
+        server = f"{lv.decode_server.p50:.1f}" if lv.decode_server.p50 else _("not reported")
         table.add_row(str(lv.concurrency), str(lv.requests), str(lv.errors),
                       f"{_ms(lv.ttft.p50)}/{_ms(lv.ttft.p90)}/{_ms(lv.ttft.p99)}", _ms(lv.tpot.p50),
                       f"{_ms(lv.itl.p50)}/{_ms(lv.itl.p99)}", f"{lv.e2e.p50:.2f}" if lv.e2e.p50 else "-",
@@ -144,8 +154,10 @@ def _print_speed(run: SpeedRun) -> None:
                       f"{lv.requests_per_s:.2f}", f"{lv.output_tokens_per_s:.1f}")  # fmt: skip
     console.print(table)
     if not all(lv.server_counted_tokens for lv in run.levels):
-        console.print("[dim]the server did not report completion token counts; they were counted as content chunks[/]")
-    console.print("[dim]definitions: docs/bench.md. Saved; compare runs with: homellm bench report[/]")
+        console.print(
+            _("[dim]the server did not report completion token counts; they were counted as content chunks[/]")
+        )
+    console.print(_("[dim]definitions: docs/bench.md. Saved; compare runs with: homellm bench report[/]"))
 
 
 def _write_csv(run: SpeedRun, path: Path) -> None:
@@ -163,6 +175,7 @@ def _write_csv(run: SpeedRun, path: Path) -> None:
 
 
 def _plot(run: SpeedRun, path: Path) -> None:
+    """The chart's labels stay English: matplotlib's default fonts have no Japanese glyphs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,16 +205,16 @@ def _plot(run: SpeedRun, path: Path) -> None:
 @app.command("quality")
 def quality(
     target: str | None = TargetArg,
-    model: str = typer.Option(..., "--model", "-m", help="Model to evaluate."),
-    suite: str = typer.Option(..., "--suite", help="gsm8k, mmlu or humaneval."),
-    limit: int | None = typer.Option(None, "--limit", help="Evaluate a seeded random subset of this size."),
-    seed: int = typer.Option(0, "--seed", help="Subset and sampling seed."),
-    data: Path | None = typer.Option(None, "--data", help="A local copy of the dataset (JSONL, or MMLU CSVs)."),
-    concurrency: int = typer.Option(2, "--concurrency", help="Questions in flight."),
+    model: str = typer.Option(..., "--model", "-m", help=_("Model to evaluate.")),
+    suite: str = typer.Option(..., "--suite", help=_("gsm8k, mmlu or humaneval.")),
+    limit: int | None = typer.Option(None, "--limit", help=_("Evaluate a seeded random subset of this size.")),
+    seed: int = typer.Option(0, "--seed", help=_("Subset and sampling seed.")),
+    data: Path | None = typer.Option(None, "--data", help=_("A local copy of the dataset (JSONL, or MMLU CSVs).")),
+    concurrency: int = typer.Option(2, "--concurrency", help=_("Questions in flight.")),
     key_stdin: bool = KeyStdinOpt,
     cacert: Path | None = CacertOpt,
     local: bool = LocalOpt,
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: bool = typer.Option(False, "--json", help=_("Print the result as JSON.")),
 ) -> None:
     """Accuracy with a 95% confidence interval, beside the model's published score. Resumable."""
     import asyncio
@@ -215,7 +228,7 @@ def quality(
     from homellm.settings import get_settings
 
     if (limit is not None and limit < 1) or concurrency < 1:
-        raise UsageError("--limit and --concurrency must be positive")
+        raise UsageError(_("--limit and --concurrency must be positive"))
     home = get_settings().home
     items, source = load(suite, data, home / "datasets", limit, seed)
     with (
@@ -233,23 +246,35 @@ def quality(
         return
     lo, hi = result["ci95"]
     metric = "pass@1" if suite == "humaneval" else "accuracy (strict)"
-    console.print(f"[bold]{model}[/] {suite}, {run.n} questions from {source} on {run.server}")
-    console.print(f"  {metric}: [bold]{100 * run.accuracy:.1f}%[/]  (95% CI {100 * lo:.1f}-{100 * hi:.1f}%)")
+    console.print(
+        _("[bold]{model}[/] {suite}, {n} questions from {source} on {server}").format(
+            model=model, suite=suite, n=run.n, source=source, server=run.server
+        )
+    )
+    console.print(
+        _("  {metric}: [bold]{pct:.1f}%[/]  (95% CI {lo:.1f}-{hi:.1f}%)").format(
+            metric=metric, pct=100 * run.accuracy, lo=100 * lo, hi=100 * hi
+        )
+    )
     if suite != "humaneval":
-        console.print(f"  flexible extraction: {100 * run.flexible_accuracy:.1f}%")
+        console.print(_("  flexible extraction: {pct:.1f}%").format(pct=100 * run.flexible_accuracy))
     if run.errors:
-        console.print(f"  [red]{run.errors} requests failed[/] (run again to retry them)")
+        console.print(_("  [red]{errors} requests failed[/] (run again to retry them)").format(errors=run.errors))
     for p in run.published:
-        console.print(f"  published: {p['score']:g}% ({p.get('setting') or 'as published'}; {p['source']})",
-                      soft_wrap=True)  # fmt: skip
-    console.print(f"  [dim]ours: {run.method}[/]")
+        console.print(
+            _("  published: {score:g}% ({setting}; {source})").format(
+                score=p["score"], setting=p.get("setting") or _("as published"), source=p["source"]
+            ),
+            soft_wrap=True,
+        )
+    console.print(_("  [dim]ours: {method}[/]").format(method=run.method))
 
 
 @app.command("report")
 def report(
-    runs: list[str] = typer.Argument(None, help="Saved runs (file names or parts of them; default: all)."),
-    fmt: str = typer.Option("md", "--format", help="md or html."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of the screen."),
+    runs: list[str] = typer.Argument(None, help=_("Saved runs (file names or parts of them; default: all).")),
+    fmt: str = typer.Option("md", "--format", help=_("md or html.")),
+    output: Path | None = typer.Option(None, "--output", "-o", help=_("Write to this file instead of the screen.")),
 ) -> None:
     """Saved runs as one table: your models x metrics, next to the published scores."""
     import sys
@@ -258,13 +283,13 @@ def report(
     from homellm.errors import UsageError
 
     if fmt not in ("md", "html"):
-        raise UsageError("--format must be md or html")
+        raise UsageError(_("--format must be md or html"))
     loaded: list[dict[str, Any]] = load_runs(_runs_dir(), runs or [])
     if not loaded:
-        raise UsageError("no saved runs yet: run `homellm bench speed` or `homellm bench quality` first")
+        raise UsageError(_("no saved runs yet: run `homellm bench speed` or `homellm bench quality` first"))
     text = markdown(loaded) if fmt == "md" else to_html(loaded)
     if output:
         output.write_text(text)
-        console.print(f"wrote {output}")
+        console.print(_("wrote {output}").format(output=output))
     else:
         sys.stdout.write(text)

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from homellm.settings import Settings
     from homellm.store.pairing import Pairing
 
-ProfileArg = typer.Argument(None, help="A saved connection (default: the last one connected).")
-ProfileOpt = typer.Option(None, "--profile", "-p", help="A saved connection (default: the last one connected).")
+ProfileArg = typer.Argument(None, help=_("A saved connection (default: the last one connected)."))
+ProfileOpt = typer.Option(None, "--profile", "-p", help=_("A saved connection (default: the last one connected)."))
 
 
 def _profiles() -> ProfileStore:
@@ -32,8 +32,8 @@ def _profile(name: str | None) -> Profile:
 
 
 def discover(
-    timeout: float = typer.Option(3.0, "--timeout", help="Seconds to listen."),
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    timeout: float = typer.Option(3.0, "--timeout", help=_("Seconds to listen.")),
+    json_out: bool = typer.Option(False, "--json", help=_("Machine-readable output.")),
 ) -> None:
     """List the homellm servers on this network (mDNS: a hint of where to connect, not of who answers)."""
     from dataclasses import asdict
@@ -271,13 +271,15 @@ def _read_key(from_stdin: bool) -> str:
 
 
 def connect(
-    target: str = typer.Argument(..., help="The server: a name from `homellm discover`, host, host:port or URL."),
+    target: str = typer.Argument(..., help=_("The server: a name from `homellm discover`, host, host:port or URL.")),
     code: str | None = typer.Option(None, "--code", help=_("The code `homellm pair` printed on the server.")),
     key: bool = typer.Option(False, "--key", help=_("Use an existing API key, from HOMELLM_KEY or a hidden prompt.")),
     key_stdin: bool = typer.Option(False, "--key-stdin", help=_("Read the existing API key from standard input.")),
-    fingerprint: str | None = typer.Option(None, "--fingerprint", help="The SHA256 fingerprint the server printed."),
-    name: str | None = typer.Option(None, "--name", help="Name for this connection (default: the server's host)."),
-    device: str | None = typer.Option(None, "--device", help="Name of this device, for the key (default: hostname)."),
+    fingerprint: str | None = typer.Option(None, "--fingerprint", help=_("The SHA256 fingerprint the server printed.")),
+    name: str | None = typer.Option(None, "--name", help=_("Name for this connection (default: the server's host).")),
+    device: str | None = typer.Option(
+        None, "--device", help=_("Name of this device, for the key (default: hostname).")
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help=_("With --key: accept the fingerprint without asking.")),
 ) -> None:
     """Pair with a server (or save a manual connection) and pin its certificate.
@@ -350,7 +352,7 @@ def ping(profile: str | None = ProfileArg) -> None:
         # what the server said is shown literally (a backend's error text is not markup)
         console.print(Text("  ") + Text.from_markup(mark) + Text(f" {s.name}: {s.detail}"), soft_wrap=True)
         if not s.ok and s.fix:
-            console.print(f"        fix: {s.fix}", soft_wrap=True)
+            console.print(_("        fix: {fix}").format(fix=s.fix), soft_wrap=True)
     if not all(s.ok for s in steps if s.required):
         raise typer.Exit(1)
 
@@ -368,8 +370,8 @@ def list_models(profile: str | None = ProfileArg, json_out: bool = typer.Option(
 
 
 def run(
-    model: str = typer.Argument(..., help="Model to ask."),
-    prompt: str | None = typer.Argument(None, help="The prompt (default: read standard input)."),
+    model: str = typer.Argument(..., help=_("Model to ask.")),
+    prompt: str | None = typer.Argument(None, help=_("The prompt (default: read standard input).")),
     profile: str | None = ProfileOpt,
 ) -> None:
     """Ask once and stream the answer."""
@@ -379,7 +381,7 @@ def run(
 
     text = prompt if prompt is not None else sys.stdin.read()
     if not text.strip():
-        raise UsageError("give a prompt, or pipe one in: echo 'hello' | homellm run MODEL")
+        raise UsageError(_("give a prompt, or pipe one in: echo 'hello' | homellm run MODEL"))
     with client_for(_profile(profile), timeout=None) as c:
         for piece in stream_chat(c, model, [{"role": "user", "content": text}]):
             sys.stdout.write(visible_stream(piece))  # model output is untrusted: no terminal escapes pass
@@ -387,7 +389,7 @@ def run(
     sys.stdout.write("\n")
 
 
-def chat(model: str = typer.Argument(..., help="Model to chat with."), profile: str | None = ProfileOpt) -> None:
+def chat(model: str = typer.Argument(..., help=_("Model to chat with.")), profile: str | None = ProfileOpt) -> None:
     """Chat interactively: streaming, history, multi-line input, /commands, Ctrl-C stops an answer."""
     import contextlib
 
@@ -402,7 +404,7 @@ def chat(model: str = typer.Argument(..., help="Model to chat with."), profile: 
 
 def bridge(
     profile: str | None = ProfileArg,
-    port: int = typer.Option(11434, "--port", help="Local port (11434 is Ollama's)."),
+    port: int = typer.Option(11434, "--port", help=_("Local port (11434 is Ollama's).")),
     allowed_hosts: str | None = typer.Option(
         None,
         "--allowed-hosts",
@@ -446,9 +448,9 @@ def bridge(
 
 
 def env(
-    shell: str | None = typer.Option(None, "--shell", help="bash, zsh, fish or powershell (default: yours)."),
+    shell: str | None = typer.Option(None, "--shell", help=_("bash, zsh, fish or powershell (default: yours).")),
     profile: str | None = ProfileOpt,
-    port: int = typer.Option(11434, "--port", help="The bridge's port."),
+    port: int = typer.Option(11434, "--port", help=_("The bridge's port.")),
 ) -> None:
     """Print OLLAMA_HOST / OPENAI_BASE_URL / OPENAI_API_KEY for other tools (run `homellm bridge` too)."""
     from homellm.connect.env import detect_shell, env_lines
@@ -458,7 +460,7 @@ def env(
     for line in env_lines(_profile(profile), chosen, port):
         sys.stdout.write(line + "\n")
     if sys.stdout.isatty():
-        err_console.print('[dim]apply with: eval "$(homellm env)" (bash/zsh), or paste the lines[/]')
+        err_console.print(_('[dim]apply with: eval "$(homellm env)" (bash/zsh), or paste the lines[/]'))
 
 
 def register(app: typer.Typer) -> None:

@@ -22,19 +22,19 @@ if TYPE_CHECKING:
 BackendOpt = typer.Option(
     None,
     "--backend",
-    help="URL of Ollama or an OpenAI-compatible server; repeat it (NAME=URL names one) for a pool of them.",
+    help=_("URL of Ollama or an OpenAI-compatible server; repeat it (NAME=URL names one) for a pool of them."),
 )
 ModelOpt = typer.Option(
-    None, "--model", help="A GGUF file for the embedded engine, or a model name (qwen2.5:7b) to pull when missing."
+    None, "--model", help=_("A GGUF file for the embedded engine, or a model name (qwen2.5:7b) to pull when missing.")
 )
-YesOpt = typer.Option(False, "--yes", "-y", help="Download a missing model without asking.")
-ModelsDirOpt = typer.Option(None, "--models-dir", help="A folder of GGUF files for the embedded engine.")
-PortOpt = typer.Option(None, "--port", help="Port (default 11435).")
-TlsOpt = typer.Option(None, "--tls/--no-tls", help="HTTPS (default: on unless bound to loopback).")
-CertOpt = typer.Option(None, "--tls-cert", help="Your certificate (PEM).")
-KeyOpt = typer.Option(None, "--tls-key", help="Its private key (PEM).")
-ConfigOpt = typer.Option(None, "--config", help="A TOML config file (default: HOMELLM_HOME/config.toml).")
-InsecureOpt = typer.Option(None, "--insecure", help="Allow plain HTTP or no keys beyond loopback. Not recommended.")
+YesOpt = typer.Option(False, "--yes", "-y", help=_("Download a missing model without asking."))
+ModelsDirOpt = typer.Option(None, "--models-dir", help=_("A folder of GGUF files for the embedded engine."))
+PortOpt = typer.Option(None, "--port", help=_("Port (default 11435)."))
+TlsOpt = typer.Option(None, "--tls/--no-tls", help=_("HTTPS (default: on unless bound to loopback)."))
+CertOpt = typer.Option(None, "--tls-cert", help=_("Your certificate (PEM)."))
+KeyOpt = typer.Option(None, "--tls-key", help=_("Its private key (PEM)."))
+ConfigOpt = typer.Option(None, "--config", help=_("A TOML config file (default: HOMELLM_HOME/config.toml)."))
+InsecureOpt = typer.Option(None, "--insecure", help=_("Allow plain HTTP or no keys beyond loopback. Not recommended."))
 
 
 def _start(
@@ -51,7 +51,6 @@ def _start(
     backend = make_router(settings, models)
     plan = prepare(settings, backend, keys.count_active())
     gateway = Gateway(settings, backend, plan.tls.fingerprint if plan.tls else None, _advertiser(plan))
-    from homellm.i18n import _
 
     err_console.print(_("starting: {backend} ...").format(backend=backend.describe()), style="dim", soft_wrap=True,
                       markup=False)  # fmt: skip
@@ -61,7 +60,6 @@ def _start(
 def _check_port(settings: Settings) -> None:
     """Before the engine starts, a key is made or the banner says all is well."""
     from homellm.errors import UsageError
-    from homellm.i18n import _
     from homellm.serve.network import port_taken
 
     if port_taken(settings.host, settings.port):
@@ -94,7 +92,6 @@ def _spki_pin(cert: Path) -> str:
 
 
 def _banner(plan: Plan, key: str | None, key_file: Path | None = None) -> None:
-    from homellm.i18n import _
     from homellm.serve.network import hostname, http_url, is_loopback_bind, lan_addresses
 
     s = plan.settings
@@ -137,7 +134,7 @@ def _banner(plan: Plan, key: str | None, key_file: Path | None = None) -> None:
             style="dim",
             soft_wrap=True,
         )
-    shown = key or "<your key>"
+    shown = key or _("<your key>")
     url = urls[0]
     say("\n" + _("Connect from another machine"), style="bold", soft_wrap=True)
     say(
@@ -146,17 +143,23 @@ def _banner(plan: Plan, key: str | None, key_file: Path | None = None) -> None:
         ),
         soft_wrap=True,
     )
+    # the commands are literal (copied into a shell or a program); only their labels are translated
     if plan.tls:
-        say(
-            f"  curl -k --pinnedpubkey '{_spki_pin(plan.tls.cert)}' -H 'Authorization: Bearer {shown}' {url}/api/tags",
-            soft_wrap=True,
+        curl = f"curl -k --pinnedpubkey '{_spki_pin(plan.tls.cert)}' -H 'Authorization: Bearer {shown}' {url}/api/tags"
+        ollama_client = (
+            f"ollama.Client(host='{url}', headers={{'Authorization': 'Bearer {shown}'}}, "
+            "verify=ssl.create_default_context(cafile='cert.pem'))"
         )
-        say(
-            f"  Ollama client:  ollama.Client(host='{url}', headers={{'Authorization': 'Bearer {shown}'}}, "
-            "verify=ssl.create_default_context(cafile='cert.pem'))",
-            soft_wrap=True,
-        )
-        say(f"  OpenAI client:  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown} SSL_CERT_FILE=cert.pem", soft_wrap=True)
+        openai_env = f"OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown} SSL_CERT_FILE=cert.pem"
+    else:
+        curl = f"curl -H 'Authorization: Bearer {shown}' {url}/api/tags"
+        ollama_client = ""
+        openai_env = f"OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown}"
+    say(f"  {curl}", soft_wrap=True)
+    if ollama_client:
+        say(_("  Ollama client:  {code}").format(code=ollama_client), soft_wrap=True)
+    say(_("  OpenAI client:  {code}").format(code=openai_env), soft_wrap=True)
+    if plan.tls:
         say(
             _("  (copy {path} to the other machine as cert.pem, and compare the fingerprint)").format(
                 path=plan.tls.cert
@@ -164,9 +167,6 @@ def _banner(plan: Plan, key: str | None, key_file: Path | None = None) -> None:
             style="dim",
             soft_wrap=True,
         )
-    else:
-        say(f"  curl -H 'Authorization: Bearer {shown}' {url}/api/tags", soft_wrap=True)
-        say(f"  OpenAI client:  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={shown}", soft_wrap=True)
     say("\n" + _("Ctrl-C stops the gateway."), style="dim", soft_wrap=True)
 
 
@@ -177,7 +177,6 @@ def _model_file(model: str, yes: bool) -> Path:
     from homellm.catalog import load_catalog
     from homellm.cli.advisor import pull_model
     from homellm.errors import UsageError
-    from homellm.i18n import _
     from homellm.models.resolve import gguf_path_for
     from homellm.settings import get_settings
 
@@ -197,7 +196,7 @@ def serve(
     backend: list[str] | None = BackendOpt,
     model: str | None = ModelOpt,
     models_dir: Path | None = ModelsDirOpt,
-    host: str | None = typer.Option(None, "--host", help="Bind address (default 127.0.0.1; 0.0.0.0 for the LAN)."),
+    host: str | None = typer.Option(None, "--host", help=_("Bind address (default 127.0.0.1; 0.0.0.0 for the LAN).")),
     port: int | None = PortOpt,
     tls: bool | None = TlsOpt,
     tls_cert: Path | None = CertOpt,
@@ -215,7 +214,7 @@ def serve(
     from homellm.settings import load_settings
 
     if model is not None and models_dir is not None:
-        raise UsageError("give only one of --model and --models-dir")
+        raise UsageError(_("give only one of --model and --models-dir"))
     model_file = _model_file(model, yes) if model is not None else None
     pool = _backend_flags(backend or [])
     settings = load_settings(config, **pool, model=model_file, host=host, port=port, tls=tls,
@@ -228,7 +227,6 @@ def _backend_flags(flags: list[str]) -> dict[str, object]:
     """One ``--backend URL`` is the single backend; several are a pool (each ``NAME=URL`` or ``URL``).
     Flags replace the config file's ``[[backends]]``."""
     from homellm.errors import UsageError
-    from homellm.i18n import _
     from homellm.pool.members import default_name, parse_backend_flag
     from homellm.settings import BackendSpec
 
@@ -255,12 +253,12 @@ def _backend_flags(flags: list[str]) -> dict[str, object]:
 
 def up(
     model: str | None = typer.Argument(
-        None, help="Serve this model with the embedded engine: a .gguf file or a name to pull (qwen2.5:7b)."
+        None, help=_("Serve this model with the embedded engine: a .gguf file or a name to pull (qwen2.5:7b).")
     ),
     yes: bool = YesOpt,
-    demo: bool = typer.Option(False, "--demo", help="Serve the small SmolLM2-135M model with the embedded engine."),
+    demo: bool = typer.Option(False, "--demo", help=_("Serve the small SmolLM2-135M model with the embedded engine.")),
     port: int | None = PortOpt,
-    host: str | None = typer.Option(None, "--host", help="Bind address (default 0.0.0.0: the whole LAN)."),
+    host: str | None = typer.Option(None, "--host", help=_("Bind address (default 0.0.0.0: the whole LAN).")),
 ) -> None:
     """The one command: find a model server (or start the engine), make an admin key, serve the LAN over TLS."""
     from homellm.errors import UsageError
@@ -286,14 +284,16 @@ def up(
             models = find_ggufs(base.models_path)
         except UsageError:
             raise UsageError(
-                f"no Ollama on 127.0.0.1:11434 and no .gguf files in {base.models_path}; "
-                "start Ollama, put a model there, or try: homellm up --demo"
+                _(
+                    "no Ollama on 127.0.0.1:11434 and no .gguf files in {models_path}; "
+                    "start Ollama, put a model there, or try: homellm up --demo"
+                ).format(models_path=base.models_path)
             ) from None
     settings = load_settings(host=host or "0.0.0.0", port=port, tls=True, backend=backend)
     keys = KeyStore(open_database(settings.home))
     created = key_file = None
     if keys.count_active() == 0:
-        _, created = keys.create(_free_name(keys), None, admin=True)
+        _key, created = keys.create(_free_name(keys), None, admin=True)
         if not sys.stdout.isatty():  # a service's output goes to a log or the journal: keep the key out of it
             key_file = _write_private(settings.home / "admin-key.txt", created + "\n")
             created = None

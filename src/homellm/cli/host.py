@@ -10,18 +10,19 @@ from typing import TYPE_CHECKING
 import typer
 
 from homellm.cli.output import console, print_json
+from homellm.i18n import _
 
 if TYPE_CHECKING:
     from homellm.host.service import ServiceFile
 
-service_app = typer.Typer(help="Start the gateway at login: install, uninstall or show the service.",
+service_app = typer.Typer(help=_("Start the gateway at login: install, uninstall or show the service."),
                           no_args_is_help=True)  # fmt: skip
 
 
 def firewall(
-    apply: bool = typer.Option(False, "--apply", help="Run the commands (needs administrator rights)."),
-    port: int | None = typer.Option(None, "--port", help="The gateway port (default: from the settings)."),
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    apply: bool = typer.Option(False, "--apply", help=_("Run the commands (needs administrator rights).")),
+    port: int | None = typer.Option(None, "--port", help=_("The gateway port (default: from the settings).")),
+    json_out: bool = typer.Option(False, "--json", help=_("Machine-readable output.")),
 ) -> None:
     """Print (or apply) a rule opening only the gateway port, only to the local subnet."""
     from homellm.errors import HomeLLMError
@@ -41,13 +42,15 @@ def firewall(
         return
     failed = [(c, rc, out) for c, rc, out in run_plan(p) if rc != 0]
     for c, rc, out in failed:
-        console.print(f"[red]failed ({rc}):[/] {c}\n  {out}", soft_wrap=True)
+        console.print(_("[red]failed ({rc}):[/] {command}\n  {out}").format(rc=rc, command=c, out=out), soft_wrap=True)
     if failed:
-        raise HomeLLMError("could not apply the rule (administrator rights needed?); run the commands above yourself")
-    console.print("[green]applied[/]")
+        raise HomeLLMError(
+            _("could not apply the rule (administrator rights needed?); run the commands above yourself")
+        )
+    console.print(_("[green]applied[/]"))
 
 
-def doctor(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def doctor(json_out: bool = typer.Option(False, "--json", help=_("Machine-readable output."))) -> None:
     """Audit this host: Ollama exposed without auth, OLLAMA_ORIGINS=*, the gateway port, TLS, key hygiene."""
     from dataclasses import asdict
 
@@ -66,7 +69,7 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Machine-readable
             color = {"ok": "green", "warn": "yellow", "fail": "bold red"}[f.status]
             console.print(f"[{color}]{f.status:>4}[/]  {f.check}: {f.detail}", soft_wrap=True)
             if f.fix:
-                console.print(f"        fix: {f.fix}", soft_wrap=True)
+                console.print(_("        fix: {fix}").format(fix=f.fix), soft_wrap=True)
     if any(f.status == "fail" for f in findings):
         raise typer.Exit(1)
 
@@ -85,13 +88,19 @@ def _run(cmds: list[list[str]]) -> None:
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
         except OSError as exc:
-            raise HomeLLMError(f"cannot run {cmd[0]}: {exc.strerror}") from None
+            raise HomeLLMError(
+                _("cannot run {program}: {strerror}").format(program=cmd[0], strerror=exc.strerror)
+            ) from None
         if p.returncode != 0:
-            raise HomeLLMError(f"{' '.join(cmd)} failed: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+            raise HomeLLMError(
+                _("{cmd} failed: {output}").format(
+                    cmd=" ".join(cmd), output=(p.stderr or p.stdout).strip().splitlines()[-1:]
+                )
+            )
 
 
 @service_app.command("install")
-def install(dry_run: bool = typer.Option(False, "--dry-run", help="Only print the definition.")) -> None:
+def install(dry_run: bool = typer.Option(False, "--dry-run", help=_("Only print the definition."))) -> None:
     """Install and start the service."""
     svc = _service()
     if dry_run:
@@ -101,7 +110,7 @@ def install(dry_run: bool = typer.Option(False, "--dry-run", help="Only print th
         svc.path.parent.mkdir(parents=True, exist_ok=True)
         svc.path.write_text(svc.content)
     _run(svc.install)
-    console.print(f"installed{f' {svc.path}' if svc.path else ''}; the gateway starts at login")
+    console.print(_("installed{path}; the gateway starts at login").format(path=f" {svc.path}" if svc.path else ""))
 
 
 @service_app.command("uninstall")
@@ -111,7 +120,7 @@ def uninstall() -> None:
     _run(svc.uninstall)
     if svc.path is not None and svc.path.exists():
         svc.path.unlink()
-    console.print("uninstalled")
+    console.print(_("uninstalled"))
 
 
 @service_app.command("status")
@@ -124,6 +133,10 @@ def status() -> None:
     except OSError as exc:
         out = f"cannot run {svc.status[0]}: {exc.strerror}"
     installed = svc.path.exists() if svc.path else None
-    console.print(f"definition: {svc.path or 'Task Scheduler task homellm'}"
-                  f"{'' if installed is None else (' (present)' if installed else ' (not installed)')}")  # fmt: skip
+    console.print(
+        _("definition: {where}{state}").format(
+            where=svc.path or _("Task Scheduler task homellm"),
+            state="" if installed is None else (_(" (present)") if installed else _(" (not installed)")),
+        )
+    )
     console.print(out, markup=False, soft_wrap=True)

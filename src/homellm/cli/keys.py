@@ -7,14 +7,16 @@ from typing import TYPE_CHECKING
 import typer
 
 from homellm.cli.output import console, literal, print_json, when
-from homellm.i18n import _
+from homellm.i18n import N_, _
 
 if TYPE_CHECKING:
     from homellm.store.keys import ApiKey, KeyStore
 
 TokensOpt = typer.Option(None, "--tokens-per-day", help=_("Prompt and completion tokens a day (UTC); beyond: 429."))
 RequestsOpt = typer.Option(None, "--requests-per-day", help=_("Requests a day (UTC); beyond: 429."))
-app = typer.Typer(help="Create, list and revoke API keys (one per person or device).", no_args_is_help=True)
+PRIORITY_HELP = N_("Its weight when requests wait for a backend: 2 is served twice as often as 1 (1-100).")
+
+app = typer.Typer(help=_("Create, list and revoke API keys (one per person or device)."), no_args_is_help=True)
 
 
 def _store() -> KeyStore:
@@ -27,16 +29,18 @@ def _store() -> KeyStore:
 
 @app.command("create")
 def create(
-    name: str = typer.Argument(..., help="Who or what the key is for, e.g. 'alice-laptop'."),
-    models: str | None = typer.Option(None, "--models", help="Comma-separated models this key may use (default: all)."),
-    admin: bool = typer.Option(
-        False, "--admin", help="Allow model management (pull, create, delete, ...) and /metrics."
+    name: str = typer.Argument(..., help=_("Who or what the key is for, e.g. 'alice-laptop'.")),
+    models: str | None = typer.Option(
+        None, "--models", help=_("Comma-separated models this key may use (default: all).")
     ),
-    expires: str | None = typer.Option(None, "--expires", help="Lifetime, e.g. 30d, 12h, 2w."),
+    admin: bool = typer.Option(
+        False, "--admin", help=_("Allow model management (pull, create, delete, ...) and /metrics.")
+    ),
+    expires: str | None = typer.Option(None, "--expires", help=_("Lifetime, e.g. 30d, 12h, 2w.")),
     tokens_per_day: int | None = TokensOpt,
     requests_per_day: int | None = RequestsOpt,
-    priority: int = typer.Option(1, "--priority", help=_("Its share when requests wait for a backend (1-100).")),
-    json_out: bool = typer.Option(False, "--json", help='Print {"name": ..., "key": ...}.'),
+    priority: int = typer.Option(1, "--priority", help=_(PRIORITY_HELP)),
+    json_out: bool = typer.Option(False, "--json", help=_('Print {"name": ..., "key": ...}.')),
 ) -> None:
     """Create a key. It is shown once; homellm keeps only its hash."""
     from homellm.store.keys import parse_duration
@@ -50,11 +54,17 @@ def create(
         print_json({"name": key.name, "key": secret})
         return
     console.print(
-        f"Created key [bold]{key.name}[/]{' (admin)' if key.admin else ''}. Copy it now; it is not shown again:"
+        _("Created key [bold]{name}[/]{admin}. Copy it now; it is not shown again:").format(
+            name=key.name, admin=_(" (admin)") if key.admin else ""
+        )
     )
     console.print(f"\n  {secret}\n", soft_wrap=True)
     scope = ", ".join(key.models) if key.models is not None else "all models"
-    console.print(f"[dim]may use: {scope}; expires: {when(key.expires_at) if key.expires_at else 'never'}[/]")
+    console.print(
+        _("[dim]may use: {scope}; expires: {expires}[/]").format(
+            scope=scope, expires=when(key.expires_at) if key.expires_at else _("never")
+        )
+    )
     if key.has_quota or key.priority != 1:
         console.print(_("[dim]quota: {quota}; priority {priority}[/]").format(quota=quota_text(key),
                                                                              priority=key.priority))  # fmt: skip
@@ -71,10 +81,10 @@ def quota_text(key: ApiKey) -> str:
 
 @app.command("set")
 def set_limits(
-    name: str = typer.Argument(..., help="The key's name."),
+    name: str = typer.Argument(..., help=_("The key's name.")),
     tokens_per_day: int | None = typer.Option(None, "--tokens-per-day", help=_("Tokens a day (0: no quota).")),
     requests_per_day: int | None = typer.Option(None, "--requests-per-day", help=_("Requests a day (0: no quota).")),
-    priority: int | None = typer.Option(None, "--priority", help=_("Its share when requests wait (1-100).")),
+    priority: int | None = typer.Option(None, "--priority", help=_(PRIORITY_HELP)),
 ) -> None:
     """Change a key's daily quotas or its priority in the queue (the gateway applies it within a second)."""
     from homellm.errors import UsageError
@@ -91,7 +101,7 @@ def set_limits(
 
 
 @app.command("list")
-def list_keys(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_keys(json_out: bool = typer.Option(False, "--json", help=_("Machine-readable output."))) -> None:
     """List keys (never their secrets)."""
     from rich.text import Text
 
@@ -109,7 +119,7 @@ def list_keys(json_out: bool = typer.Option(False, "--json", help="Machine-reada
         ])  # fmt: skip
         return
     if not keys:
-        console.print("no keys yet; create one with: homellm keys create NAME")
+        console.print(_("no keys yet; create one with: homellm keys create NAME"))
         return
     cols = [
         Col(_("name")),
@@ -133,8 +143,8 @@ def list_keys(json_out: bool = typer.Option(False, "--json", help="Machine-reada
 
 
 @app.command("revoke")
-def revoke(name: str = typer.Argument(..., help="The key's name.")) -> None:
+def revoke(name: str = typer.Argument(..., help=_("The key's name."))) -> None:
     """Revoke a key; requests with it are refused from now on."""
     store = _store()
     store.revoke(name)
-    console.print(f"revoked key {name!r}")
+    console.print(_("revoked key {name!r}").format(name=name))

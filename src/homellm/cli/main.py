@@ -2,8 +2,8 @@
 :class:`~homellm.errors.HomeLLMError` into one line and an exit code.
 
 The language comes first because help texts are translated when the command modules are imported:
-``--lang ja|en`` (before the command), else the locale variables (``LANGUAGE``, ``LC_ALL``,
-``LC_MESSAGES``, ``LANG``), else English.
+``--lang ja|en`` (before the command), else ``HOMELLM_LANG``, else the locale variables (``LANGUAGE``,
+``LC_ALL``, ``LC_MESSAGES``, ``LANG``), else the system's locale (Windows sets no variable), else English.
 """
 
 from __future__ import annotations
@@ -24,14 +24,43 @@ def language_from_argv(argv: list[str]) -> str | None:
     return None
 
 
+def fold_help_tables() -> None:
+    """Japanese has no spaces to wrap at, so Rich would cut a long help text at the panel's edge with
+    "…"; make Typer's help tables (and the grids inside their cells) fold such text onto the next line."""
+    import typer.rich_utils
+    from rich.columns import Columns
+    from rich.console import Console, ConsoleOptions, RenderResult
+    from rich.table import Table
+
+    def fold(table: Table) -> Table:
+        for column in table.columns:
+            column.overflow = "fold"
+        return table
+
+    class FoldingTable(Table):
+        def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+            return super().__rich_console__(console, options) if fold(self) else ()
+
+    class FoldingColumns(Columns):
+        def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+            for part in super().__rich_console__(console, options):
+                yield fold(part) if isinstance(part, Table) else part
+
+    # the module looks both names up when it renders
+    typer.rich_utils.Table = FoldingTable  # type: ignore[attr-defined]
+    typer.rich_utils.Columns = FoldingColumns  # type: ignore[attr-defined]
+
+
 def main() -> None:
     import typer
 
     from homellm.errors import HomeLLMError
-    from homellm.i18n import _, language_from_env, set_language
+    from homellm.i18n import _, current_language, language_from_env, set_language, system_locale
 
     # the locale variables belong to the OS, read here as gettext itself would
-    set_language(language_from_argv(sys.argv[1:]) or language_from_env(dict(os.environ)))
+    set_language(language_from_argv(sys.argv[1:]) or language_from_env(dict(os.environ), system_locale()))
+    if current_language() == "ja":
+        fold_help_tables()
     try:  # Typer 0.2x vendors Click; its exceptions are Typer's own classes
         from typer._click import exceptions as cx
     except ImportError:  # pragma: no cover - a Typer on the public Click

@@ -49,5 +49,13 @@ def _render(app: Any, command: Any, runner: Any) -> str:
     return "\n".join(parts)
 
 
+def help_texts() -> list[str]:
+    """The help of every command that comes from its docstring, in English: the message ids that
+    :mod:`homellm.cli.app` passes through ``_()`` when it builds the tree (``scripts/i18n.py`` extracts them)."""
+    from homellm.cli.app import DOCSTRING_HELP
+
+    return sorted(set(DOCSTRING_HELP))
+
+
 if __name__ == "__main__":
     sys.stdout.write(render())

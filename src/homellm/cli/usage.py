@@ -13,9 +13,11 @@ from homellm.i18n import _
 
 
 def usage(
-    by: str = typer.Option("key", "--by", help="Group by key, model, day or backend (the pool member that answered)."),
-    since: str | None = typer.Option(None, "--since", help="7d, 24h or a date like 2026-11-01."),
-    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    by: str = typer.Option(
+        "key", "--by", help=_("Group by key, model, day or backend (the pool member that answered).")
+    ),
+    since: str | None = typer.Option(None, "--since", help=_("7d, 24h or a date like 2026-11-01.")),
+    json_out: bool = typer.Option(False, "--json", help=_("Machine-readable output.")),
     quota: bool = typer.Option(False, "--quota", help=_("Only today's use of each key's daily quota.")),
 ) -> None:
     """Requests, tokens and latency per key, model, day or backend, and today's use of daily quotas.
@@ -40,7 +42,7 @@ def usage(
         print_json(rows_data)
         return
     if not rows_data:
-        console.print("no requests recorded yet")
+        console.print(_("no requests recorded yet"))
         _print_quotas(quotas)
         return
     cols = [Col(by), Col(_("requests"), right=True), Col(_("errors"), right=True),

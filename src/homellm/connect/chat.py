@@ -15,12 +15,13 @@ from rich.console import Console
 
 from homellm.connect.client import stream_chat
 from homellm.errors import HomeLLMError
+from homellm.i18n import N_, _
 from homellm.untrusted import visible_stream
 
-HELP = """/model NAME   switch model        /system TEXT  set the system prompt
+HELP = N_("""/model NAME   switch model        /system TEXT  set the system prompt
 /clear        forget the chat     /save FILE    save the chat as JSON
 /models       list models         /bye          leave (or Ctrl-D)
-Multi-line input: start and end with \"\"\". Ctrl-C stops an answer."""
+Multi-line input: start and end with \"\"\". Ctrl-C stops an answer.""")
 
 
 class ChatSession:
@@ -54,31 +55,31 @@ class ChatSession:
 
     def command(self, text: str) -> bool:
         """Run a /command; False to leave."""
-        name, _, arg = text[1:].partition(" ")
+        name, _space, arg = text[1:].partition(" ")
         arg = arg.strip()
         if name in ("bye", "exit", "quit"):
             return False
         if name == "help" or name == "?":
-            self.console.print(HELP)
+            self.console.print(_(HELP))
         elif name == "model" and arg:
             self.model = arg
-            self.console.print(f"[dim]now talking to {arg}[/]")
+            self.console.print(_("[dim]now talking to {arg}[/]").format(arg=arg))
         elif name == "system":
             self.system = arg or None
             self.console.print("[dim]system prompt " + ("set[/]" if arg else "cleared[/]"))
         elif name == "clear":
             self.history.clear()
-            self.console.print("[dim]chat cleared[/]")
+            self.console.print(_("[dim]chat cleared[/]"))
         elif name == "save" and arg:
             Path(arg).write_text(json.dumps({"model": self.model, "messages": self.messages()}, indent=2,
                                             ensure_ascii=False))  # fmt: skip
-            self.console.print(f"[dim]saved to {arg}[/]")
+            self.console.print(_("[dim]saved to {arg}[/]").format(arg=arg))
         elif name == "models":
             r = self.client.get("/api/tags")
             for m in r.json().get("models", []):
                 self.console.print(f"  {m['name']}")
         else:
-            self.console.print(f"[red]unknown command /{name}[/]; /help lists them")
+            self.console.print(_("[red]unknown command /{name}[/]; /help lists them").format(name=name))
         return True
 
     def answer(self, text: str) -> None:
@@ -89,7 +90,7 @@ class ChatSession:
                 reply += piece
                 self.console.print(visible_stream(piece), end="", soft_wrap=True, highlight=False, markup=False)
         except KeyboardInterrupt:
-            self.console.print("\n[dim](stopped)[/]", end="")
+            self.console.print(_("\n[dim](stopped)[/]"), end="")
         except HomeLLMError as exc:
             self.history.pop()
             self.console.print(f"[red]{exc}[/]")
@@ -98,7 +99,9 @@ class ChatSession:
         self.history.append({"role": "assistant", "content": reply})
 
     def run(self) -> None:
-        self.console.print(f"[dim]chatting with {self.model}; /help for commands, Ctrl-D to leave[/]")
+        self.console.print(
+            _("[dim]chatting with {model}; /help for commands, Ctrl-D to leave[/]").format(model=self.model)
+        )
         while True:
             try:
                 text = self.read_message()

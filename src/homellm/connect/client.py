@@ -161,5 +161,7 @@ def target_url(target: str) -> str:
         for found in browse(3.0):
             if found.name == target:
                 return found.url
-        raise UsageError(f"no server named {target!r} answered on the LAN; try: homellm discover")
+        raise UsageError(
+            _("no server named {target!r} answered on the LAN; try: homellm discover").format(target=target)
+        )
     return normalize_target(target)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from homellm.connect.profiles import Profile
 from homellm.errors import UsageError
+from homellm.i18n import _
 
 SHELLS = ("bash", "zsh", "fish", "powershell")
 
 
 def env_lines(profile: Profile, shell: str, bridge_port: int = 11434) -> list[str]:
     if shell not in SHELLS:
-        raise UsageError(f"unknown shell {shell!r}; use one of {', '.join(SHELLS)}")
+        raise UsageError(
+            _("unknown shell {shell!r}; use one of {SHELLS}").format(shell=shell, SHELLS=", ".join(SHELLS))
+        )
     bridge = f"http://127.0.0.1:{bridge_port}"
     values = [
         ("OLLAMA_HOST", bridge),

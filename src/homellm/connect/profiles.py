@@ -48,7 +48,7 @@ class Profile:
 def split_url(url: str) -> tuple[str, int]:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise UsageError(f"{url!r} is not a URL like https://host:11435")
+        raise UsageError(_("{url!r} is not a URL like https://host:11435").format(url=url))
     return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
@@ -56,7 +56,7 @@ def normalize_target(target: str, default_port: int = 11435) -> str:
     """``host``, ``host:port`` or a URL -> ``https://host:port``."""
     t = target.strip()
     if not t or any(c.isspace() for c in t):
-        raise UsageError(f"{target!r} is not a host name, address or URL")
+        raise UsageError(_("{target!r} is not a host name, address or URL").format(target=target))
     if "://" not in t:
         t = "https://" + (t if ":" in t.strip("[]").split("]")[-1] else f"{t}:{default_port}")
     host, port = split_url(t)
@@ -83,9 +83,11 @@ def fetch_certificate(host: str, port: int, timeout: float = 5.0) -> str:
         with socket.create_connection((host, port), timeout=timeout) as sock, ctx.wrap_socket(sock) as tls:
             der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as exc:
-        raise HomeLLMError(f"cannot get a TLS certificate from {host}:{port}: {exc}") from None
+        raise HomeLLMError(
+            _("cannot get a TLS certificate from {host}:{port}: {exc}").format(host=host, port=port, exc=exc)
+        ) from None
     if der is None:
-        raise HomeLLMError(f"{host}:{port} presented no certificate")
+        raise HomeLLMError(_("{host}:{port} presented no certificate").format(host=host, port=port))
     return ssl.DER_cert_to_PEM_cert(der)
 
 
@@ -115,7 +117,7 @@ class ProfileStore:
         try:
             data = json.loads(self.path.read_text())
         except ValueError:
-            raise HomeLLMError(f"{self.path} is damaged; move it away and connect again") from None
+            raise HomeLLMError(_("{path} is damaged; move it away and connect again").format(path=self.path)) from None
         return data if isinstance(data, dict) else {}
 
     def all(self) -> list[Profile]:
@@ -127,9 +129,9 @@ class ProfileStore:
         if name is None:
             name = data.get("default")
             if not name:
-                raise UsageError("no server connected yet; run: homellm connect HOST --code CODE")
+                raise UsageError(_("no server connected yet; run: homellm connect HOST --code CODE"))
         if name not in profiles:
-            raise NotFoundError("profile", name, list(profiles))
+            raise NotFoundError(_("profile"), name, list(profiles))
         return Profile(**profiles[name])
 
     def save(self, profile: Profile, make_default: bool = True) -> None:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from homellm.errors import EngineError
+from homellm.i18n import _
 
 MIB = 1024 * 1024
 
@@ -137,11 +138,17 @@ def measure_buffers(model_path: Path, settings: LoadSettings, timeout: float = 3
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise EngineError(f"llama.cpp took longer than {timeout:.0f}s to load {model_path.name}") from exc
+        raise EngineError(
+            _("llama.cpp took longer than {timeout:.0f}s to load {name}").format(timeout=timeout, name=model_path.name)
+        ) from exc
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise EngineError(f"llama.cpp failed on {model_path.name} (exit {proc.returncode}): {tail[0]}")
+        raise EngineError(
+            _("llama.cpp failed on {name} (exit {returncode}): {last_line}").format(
+                name=model_path.name, returncode=proc.returncode, last_line=tail[0]
+            )
+        )
     reply = json.loads(lines[-1])
     if "error" in reply:
         raise EngineError(f"{reply['error']} ({model_path.name})")

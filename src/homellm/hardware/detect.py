@@ -11,6 +11,11 @@ from homellm.catalog import Catalog, normalize
 from homellm.catalog.schema import GpuSpec
 from homellm.errors import UsageError
 from homellm.hardware.types import GIB, GpuDevice, HardwareProfile
+from homellm.i18n import N_, _
+
+# notes of detect(), matched again (in the same language) when --gpu or --vram replaces what was detected
+NO_GPU = N_("no GPU detected (NVML and sysctl found none): estimates assume CPU-only inference")
+NOT_IN_CATALOG = N_("{gpu} is not in the catalog: speed estimates for it are unavailable")
 
 
 def match_catalog(gpu: GpuDevice, catalog: Catalog) -> GpuDevice:
@@ -83,12 +88,12 @@ def detect_hardware(models_dir: Path, catalog: Catalog, home: Path | None = None
         cpu = detect_cpu()
         gpus.extend(detect_nvidia())
     if not gpus:
-        notes.append("no GPU detected (NVML and sysctl found none): estimates assume CPU-only inference")
+        notes.append(_(NO_GPU))
     matched = []
     for gpu in gpus:
         m = match_catalog(gpu, catalog)
         if m.catalog_name is None:
-            notes.append(f"{gpu.name} is not in the catalog: speed estimates for it are unavailable")
+            notes.append(_(NOT_IN_CATALOG).format(gpu=gpu.name))
         matched.append(m)
     from homellm.hardware.calibration import load_calibration
 
@@ -117,33 +122,34 @@ def apply_overrides(
     notes = list(hw.notes)
     if gpu_names:
         gpus = [device_from_spec(catalog.gpu(name), origin="--gpu") for name in gpu_names]
-        notes = [n for n in notes if not n.startswith("no GPU detected") and "not in the catalog" not in n]
+        detected = {_(NO_GPU), *(_(NOT_IN_CATALOG).format(gpu=g.name) for g in hw.gpus)}
+        notes = [n for n in notes if n not in detected]
     if vram_gib is not None:
         if vram_gib <= 0:
-            raise UsageError("--vram must be a positive number of GiB")
+            raise UsageError(_("--vram must be a positive number of GiB"))
         if gpus:
             gpus = [replace(g, memory_bytes=int(vram_gib * GIB), free_bytes=None, origin="--vram") for g in gpus]
         else:
             gpus = [
                 GpuDevice(
-                    name=f"GPU with {vram_gib:g} GiB",
+                    name=_("GPU with {gib:g} GiB").format(gib=vram_gib),
                     vendor="nvidia",
                     memory_bytes=int(vram_gib * GIB),
                     origin="--vram",
                 )
             ]
-            notes = [n for n in notes if not n.startswith("no GPU detected")]
-            notes.append("--vram without --gpu: memory fit only; add --gpu NAME for speed estimates")
+            notes = [n for n in notes if n != _(NO_GPU)]
+            notes.append(_("--vram without --gpu: memory fit only; add --gpu NAME for speed estimates"))
     ram = hw.ram_bytes
     available = hw.ram_available_bytes
     if ram_gib is not None:
         if ram_gib <= 0:
-            raise UsageError("--ram must be a positive number of GiB")
+            raise UsageError(_("--ram must be a positive number of GiB"))
         ram, available = int(ram_gib * GIB), None
     unified = [g for g in gpus if g.unified]
     if unified and gpu_names:
         # unified memory: the chosen Mac's memory *is* the RAM
         ram, available = unified[0].memory_bytes, None
         if ram_gib is not None:
-            notes.append(f"--ram is ignored with {unified[0].name}: its unified memory is the RAM")
+            notes.append(_("--ram is ignored with {gpu}: its unified memory is the RAM").format(gpu=unified[0].name))
     return replace(hw, gpus=tuple(gpus), ram_bytes=ram, ram_available_bytes=available, notes=tuple(notes))

@@ -7,16 +7,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from homellm.i18n import N_, _
 from homellm.settings import Settings
 from homellm.store.keys import ApiKey
 
 OLLAMA_PORT = 11434
 FIX_OLLAMA_HOST = {
-    "Windows": "remove OLLAMA_HOST in System Properties > Environment Variables (or set it to 127.0.0.1), "
-    "then quit Ollama from the tray and start it again",
-    "Darwin": "launchctl unsetenv OLLAMA_HOST, then quit and reopen the Ollama app",
-    "Linux": "sudo systemctl edit ollama.service and remove Environment=OLLAMA_HOST=0.0.0.0, then "
-    "sudo systemctl restart ollama",
+    "Windows": N_(
+        "remove OLLAMA_HOST in System Properties > Environment Variables (or set it to 127.0.0.1), "
+        "then quit Ollama from the tray and start it again"
+    ),
+    "Darwin": N_("launchctl unsetenv OLLAMA_HOST, then quit and reopen the Ollama app"),
+    "Linux": N_(
+        "sudo systemctl edit ollama.service and remove Environment=OLLAMA_HOST=0.0.0.0, then "
+        "sudo systemctl restart ollama"
+    ),
 }
 
 
@@ -42,24 +47,27 @@ def check_ollama(settings: Settings, lan: list[str], os_name: str) -> list[Findi
     host = (settings.ollama_host or "").strip()
     bound_wide = host.startswith(("0.0.0.0", "::", "[::]")) or (host and not host.startswith(("127.", "localhost")))
     if exposed or bound_wide:
-        where = f"answers on {', '.join(f'{ip}:{OLLAMA_PORT}' for ip in exposed)}" if exposed else f"OLLAMA_HOST={host}"
+        addresses = ", ".join(f"{ip}:{OLLAMA_PORT}" for ip in exposed)
+        where = _("answers on {addresses}").format(addresses=addresses) if exposed else f"OLLAMA_HOST={host}"
         out.append(
             Finding(
                 "fail",
-                "Ollama exposed",
-                f"Ollama {where} without authentication",
-                FIX_OLLAMA_HOST.get(os_name, FIX_OLLAMA_HOST["Linux"]) + "; let homellm serve the LAN",
+                _("Ollama exposed"),
+                _("Ollama {where} without authentication").format(where=where),
+                _("{fix}; let homellm serve the LAN").format(
+                    fix=_(FIX_OLLAMA_HOST.get(os_name, FIX_OLLAMA_HOST["Linux"]))
+                ),
             )
         )
     else:
-        out.append(Finding("ok", "Ollama exposed", "Ollama is not reachable from the network"))
+        out.append(Finding("ok", _("Ollama exposed"), _("Ollama is not reachable from the network")))
     if (settings.ollama_origins or "").strip() in ("*", "'*'", '"*"'):
         out.append(
             Finding(
                 "fail",
-                "OLLAMA_ORIGINS",
-                "OLLAMA_ORIGINS=* lets any web page call your Ollama",
-                "unset OLLAMA_ORIGINS (homellm's gateway has its own origin allowlist)",
+                _("OLLAMA_ORIGINS"),
+                _("OLLAMA_ORIGINS=* lets any web page call your Ollama"),
+                _("unset OLLAMA_ORIGINS (homellm's gateway has its own origin allowlist)"),
             )
         )
     return out
@@ -68,12 +76,16 @@ def check_ollama(settings: Settings, lan: list[str], os_name: str) -> list[Findi
 def check_gateway(settings: Settings, lan: list[str]) -> Finding:
     reachable = [ip for ip in lan if _open(ip, settings.port)]
     if reachable:
-        return Finding("ok", "gateway port", f"port {settings.port} answers on {', '.join(reachable)}")
+        return Finding(
+            "ok",
+            _("gateway port"),
+            _("port {port} answers on {reachable}").format(port=settings.port, reachable=", ".join(reachable)),
+        )
     return Finding(
         "warn",
-        "gateway port",
-        f"nothing answers on port {settings.port} from the network",
-        "start it with `homellm up`; if it runs, open the port: `homellm firewall --apply`",
+        _("gateway port"),
+        _("nothing answers on port {port} from the network").format(port=settings.port),
+        _("start it with `homellm up`; if it runs, open the port: `homellm firewall --apply`"),
     )
 
 
@@ -82,18 +94,20 @@ def check_certificate(home: Path, now: float | None = None) -> Finding:
 
     cert = home / "tls" / "cert.pem"
     if not cert.exists():
-        return Finding("warn", "TLS certificate", "none yet", "it is made on the first `homellm up`")
+        return Finding("warn", _("TLS certificate"), _("none yet"), _("it is made on the first `homellm up`"))
     days = (certificate_expiry(cert).timestamp() - (now or time.time())) / 86400
     if days < 0:
         return Finding(
             "fail",
-            "TLS certificate",
-            f"expired {-days:.0f} days ago",
-            f"delete {cert.parent} and restart the gateway; clients must connect again",
+            _("TLS certificate"),
+            _("expired {days:.0f} days ago").format(days=-days),
+            _("delete {parent} and restart the gateway; clients must connect again").format(parent=cert.parent),
         )
     if days < 30:
-        return Finding("warn", "TLS certificate", f"expires in {days:.0f} days", "renew it before then")
-    return Finding("ok", "TLS certificate", f"valid for {days:.0f} more days")
+        return Finding(
+            "warn", _("TLS certificate"), _("expires in {days:.0f} days").format(days=days), _("renew it before then")
+        )
+    return Finding("ok", _("TLS certificate"), _("valid for {days:.0f} more days").format(days=days))
 
 
 def check_keys(keys: list[ApiKey], now: float | None = None) -> list[Finding]:
@@ -105,16 +119,16 @@ def check_keys(keys: list[ApiKey], now: float | None = None) -> list[Finding]:
     out = [
         Finding(
             "warn" if len(admins) > 2 else "ok",
-            "admin keys",
+            _("admin keys"),
             f"{len(admins)}: {', '.join(admins) or '-'}",
-            "keep admin keys few; revoke the spare ones" if len(admins) > 2 else "",
+            _("keep admin keys few; revoke the spare ones") if len(admins) > 2 else "",
         )
     ]
     out.append(
         Finding(
             "warn" if stale else "ok",
-            "unused keys",
-            f"unused for 30 days: {', '.join(stale) or 'none'}",
+            _("unused keys"),
+            _("unused for 30 days: {names}").format(names=", ".join(stale) or _("none")),
             "homellm keys revoke NAME" if stale else "",
         )
     )
@@ -123,9 +137,9 @@ def check_keys(keys: list[ApiKey], now: float | None = None) -> list[Finding]:
     out.append(
         Finding(
             "ok",
-            "model allowlists",
-            f"keys allowed every model: {', '.join(open_scope) or 'none'}",
-            "to limit a device: homellm pair --models a,b (or keys create NAME --models a,b)" if open_scope else "",
+            _("model allowlists"),
+            _("keys allowed every model: {names}").format(names=", ".join(open_scope) or _("none")),
+            _("to limit a device: homellm pair --models a,b (or keys create NAME --models a,b)") if open_scope else "",
         )
     )
     return out

@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from homellm.i18n import _
+
 Runner = Callable[[list[str]], tuple[int, str]]
 
 
@@ -83,7 +85,7 @@ def plan(os_name: str, port: int, subnets: list[str], linux_firewall: str | None
         return FirewallPlan(
             "macos",
             [f"echo '{rules}' | sudo pfctl -a com.apple/homellm -f -", "sudo pfctl -E"],
-            "pf rules last until reboot; the application firewall must also allow Python",
+            _("pf rules last until reboot; the application firewall must also allow Python"),
         )
     if linux_firewall == "ufw":
         return FirewallPlan(
@@ -103,8 +105,10 @@ def plan(os_name: str, port: int, subnets: list[str], linux_firewall: str | None
     return FirewallPlan(
         "none",
         [],
-        "no active firewall: the port is reachable already; the gateway's own IP "
-        "allowlist keeps clients to private ranges",
+        _(
+            "no active firewall: the port is reachable already; the gateway's own IP "
+            "allowlist keeps clients to private ranges"
+        ),
     )
 
 

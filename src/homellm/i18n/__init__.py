@@ -23,6 +23,7 @@ __all__ = [
     "language_from_env",
     "ngettext",
     "set_language",
+    "system_locale",
     "use_language",
 ]
 
@@ -40,16 +41,26 @@ def _translations(lang: str) -> gettext.NullTranslations:
     return gettext.translation(DOMAIN, LOCALE_DIR, languages=[lang], fallback=True)
 
 
+# Windows names its locales in words: locale.getlocale() gives ("Japanese_Japan", "932") there
+WINDOWS_NAMES = {"japanese": "ja", "english": "en"}
+
+
 def normalize(tag: str | None) -> str | None:
-    """``ja_JP.UTF-8``, ``ja-JP``, ``JA`` -> ``ja``; ``C``/``POSIX``/unknown -> None."""
+    """``ja_JP.UTF-8``, ``ja-JP``, ``JA``, Windows' ``Japanese_Japan.932`` -> ``ja``; ``C``/``POSIX``/unknown
+    -> None."""
     if not tag:
         return None
     base = tag.strip().split(".")[0].split("@")[0].replace("-", "_").split("_")[0].lower()
+    base = WINDOWS_NAMES.get(base, base)
     return base if base in LANGUAGES else None
 
 
-def language_from_env(env: dict[str, str]) -> str:
-    """gettext's order: LANGUAGE (a list), LC_ALL, LC_MESSAGES, LANG; English when none names ja/en."""
+def language_from_env(env: dict[str, str], system_locale: str | None = None) -> str:
+    """``HOMELLM_LANG`` first, then gettext's order: ``LANGUAGE`` (a list), ``LC_ALL``, ``LC_MESSAGES``,
+    ``LANG``; when none is set (Windows sets none), the system's locale name. English otherwise."""
+    chosen = normalize(env.get("HOMELLM_LANG"))
+    if chosen:
+        return chosen
     for var in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
         value = env.get(var)
         if not value:
@@ -60,7 +71,17 @@ def language_from_env(env: dict[str, str]) -> str:
                 return lang
         if var != "LANGUAGE":
             return "en"  # a set variable that names another language (C, de_DE) means English here
-    return "en"
+    return normalize(system_locale) or "en"
+
+
+def system_locale() -> str | None:
+    """The OS's locale name when no variable names one: on Windows, the user's regional setting."""
+    import locale
+
+    try:
+        return locale.getlocale()[0]
+    except ValueError:  # an unparsable locale
+        return None
 
 
 def language_from_accept(header: str) -> str:

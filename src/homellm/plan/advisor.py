@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from homellm.catalog import Catalog
 from homellm.catalog.schema import ModelSpec, UseCase
 from homellm.hardware.types import GIB, HardwareProfile
-from homellm.i18n import _
+from homellm.i18n import N_, _
 from homellm.plan.fit import OFFLOAD_KINDS, FitResult, fit_model, resolve_model
 from homellm.plan.memory import ContextParams
 
@@ -38,6 +38,9 @@ class Advice:
     runners_up: list[Candidate]
     rejected: int
     short_context: list[str] = field(default_factory=list)  # trained on fewer tokens than asked
+
+
+JAPANESE_LEVELS = {"good": N_("good"), "fair": N_("fair"), "none": N_("none")}  # the catalog's words, shown
 
 
 def quant_penalty(quant: str, catalog: Catalog) -> float:
@@ -79,7 +82,7 @@ def penalty_note(spec: ModelSpec, quant: str, catalog: Catalog) -> str:
     if mix.kld == 0 or mix.name == spec.published_precision:
         return _("{quant}: no loss against the published weights").format(quant=mix.name)
     smaller = 1 - 2 ** -quant_penalty(quant, catalog)
-    return _("{quant}: KL divergence {kld:.3f} from BF16, about a {pct:.0%} smaller model").format(
+    return _("{quant}: KL divergence {kld:.3f} from BF16, a loss worth about {pct:.0%} fewer parameters").format(
         quant=mix.name, kld=mix.kld, pct=smaller
     )
 
@@ -172,7 +175,7 @@ def _reasons(c: Candidate, use: UseCase, catalog: Catalog) -> list[str]:
         out.append(score)
     out.append(penalty_note(c.spec, fit.model.quant, catalog))
     if use == "japanese":
-        out.append(_("Japanese: {level}").format(level=c.spec.japanese))
+        out.append(_("Japanese: {level}").format(level=_(JAPANESE_LEVELS[c.spec.japanese])))
     if c.spec.params_active < c.spec.params_total:
         out.append(
             _("MoE: {active:.0f}B of {total:.0f}B active").format(

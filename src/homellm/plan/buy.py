@@ -10,6 +10,7 @@ from homellm.catalog.schema import Build, GpuSpec
 from homellm.errors import UsageError
 from homellm.hardware.detect import device_from_spec
 from homellm.hardware.types import GIB, CpuInfo, HardwareProfile
+from homellm.i18n import _
 from homellm.plan.fit import FitResult, ResolvedModel, fit_model
 from homellm.plan.memory import ContextParams
 
@@ -29,12 +30,12 @@ def parse_money(text: str) -> Money:
         raw = raw[1:] + "USD"
     m = _MONEY.match(raw)
     if not m:
-        raise UsageError(f"cannot read the budget {text!r}; write it like 300000JPY or 2000USD")
+        raise UsageError(_("cannot read the budget {text!r}; write it like 300000JPY or 2000USD").format(text=text))
     amount = float(m.group(1).replace(",", "").replace("_", ""))
     amount *= {"k": 1e3, "m": 1e6}.get((m.group(2) or "").lower(), 1)
     unit = (m.group(3) or "").lower()
     if not unit:
-        raise UsageError(f"say which currency the budget {text!r} is in: JPY or USD")
+        raise UsageError(_("say which currency the budget {text!r} is in: JPY or USD").format(text=text))
     return Money(int(amount), "USD" if unit in ("usd", "$") else "JPY")
 
 

@@ -84,7 +84,7 @@ def resolve_model(model: str, quant: str | None, catalog: Catalog) -> ResolvedMo
         from homellm.plan.gguf_file import read_gguf
 
         if quant:
-            raise UsageError("--quant applies to catalog models; a .gguf file already has its quantization")
+            raise UsageError(_("--quant applies to catalog models; a .gguf file already has its quantization"))
         return from_gguf(read_gguf(Path(model).expanduser()))
     spec = catalog.model(model)
     mix = catalog.mix(quant or spec.default_quant)
@@ -296,7 +296,7 @@ def fit_model(
     if problem:
         raise UsageError(problem)
     if params.ctx < 1 or params.parallel < 1 or params.ubatch < 1:
-        raise UsageError("--ctx and --parallel must be positive")
+        raise UsageError(_("--ctx and --parallel must be positive"))
     arch = model.arch
     kv_layers = mem.kv_cache_layers(arch, params, catalog)
     stages = mem.compute_stages(arch, params, kv_layers)

@@ -12,6 +12,7 @@ from typing import Any
 
 from homellm.catalog.schema import Architecture
 from homellm.errors import GGUFError
+from homellm.i18n import _
 
 # llama.cpp's default SWA pattern per architecture when the file has no pattern key
 _DEFAULT_SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "gpt-oss": 2, "cohere2": 4}
@@ -51,16 +52,16 @@ class GGUFModel:
 def read_gguf(path: Path) -> GGUFModel:
     """Parse ``path``; raise :class:`GGUFError` with a one-line reason if it is not a usable GGUF model."""
     if not path.exists():
-        raise GGUFError(f"no such file: {path}")
+        raise GGUFError(_("no such file: {path}").format(path=path))
     if not path.is_file():
-        raise GGUFError(f"not a file: {path}")
+        raise GGUFError(_("not a file: {path}").format(path=path))
     try:
         with path.open("rb") as fh:
             magic = fh.read(4)
     except OSError as exc:
-        raise GGUFError(f"cannot read {path}: {exc.strerror}") from exc
+        raise GGUFError(_("cannot read {path}: {strerror}").format(path=path, strerror=exc.strerror)) from exc
     if magic != b"GGUF":
-        raise GGUFError(f"{path.name} is not a GGUF file (it does not start with the GGUF magic)")
+        raise GGUFError(_("{name} is not a GGUF file (it does not start with the GGUF magic)").format(name=path.name))
     try:
         import gguf
 
@@ -76,7 +77,11 @@ def read_gguf(path: Path) -> GGUFModel:
     except GGUFError:
         raise
     except Exception as exc:  # the gguf package raises bare ValueError/IndexError on corrupt files
-        raise GGUFError(f"{path.name} is a corrupt or truncated GGUF file ({type(exc).__name__}: {exc})") from exc
+        raise GGUFError(
+            _("{name} is a corrupt or truncated GGUF file ({kind}: {exc})").format(
+                name=path.name, kind=type(exc).__name__, exc=exc
+            )
+        ) from exc
     arch = _architecture(fields, tensors, n_tokens, path)
     file_type = _file_type_name(fields.get("general.file_type"))
     return GGUFModel(path, str(fields.get("general.name", path.stem)), file_type, arch, tensors)
@@ -103,7 +108,7 @@ def _first(value: Any) -> int:
 def _architecture(fields: dict[str, Any], tensors: list[FileTensor], n_tokens: int, path: Path) -> Architecture:
     arch = fields.get("general.architecture")
     if not isinstance(arch, str):
-        raise GGUFError(f"{path.name} has no general.architecture key; is it a model file?")
+        raise GGUFError(_("{name} has no general.architecture key; is it a model file?").format(name=path.name))
     names = {t.name for t in tensors}
 
     def get(key: str, default: Any = None) -> Any:
@@ -114,7 +119,11 @@ def _architecture(fields: dict[str, Any], tensors: list[FileTensor], n_tokens: i
         n_embd = int(get("embedding_length"))
         n_head = _first(get("attention.head_count"))
     except TypeError:
-        raise GGUFError(f"{path.name} lacks the block_count/embedding_length/head_count keys of {arch}") from None
+        raise GGUFError(
+            _("{name} lacks the block_count/embedding_length/head_count keys of {arch}").format(
+                name=path.name, arch=arch
+            )
+        ) from None
     n_head_kv = _first(get("attention.head_count_kv", n_head))
     head_dim_k = int(get("attention.key_length", n_embd // n_head))
     head_dim_v = int(get("attention.value_length", n_embd // n_head))
@@ -172,4 +181,6 @@ def _architecture(fields: dict[str, Any], tensors: list[FileTensor], n_tokens: i
             n_dense_lead=int(get("leading_dense_block_count", 0) or 0),
         )
     except ValueError as exc:
-        raise GGUFError(f"{path.name}: inconsistent {arch} hyper-parameters ({exc})") from exc
+        raise GGUFError(
+            _("{name}: inconsistent {arch} hyper-parameters ({exc})").format(name=path.name, arch=arch, exc=exc)
+        ) from exc

@@ -449,7 +449,7 @@ def relative(c: RelativeCheck, catalog: Catalog) -> Finding:
             _("{gpu} is slower than {base} for LLMs, not faster.").format(gpu=gpu.name, base=base.name),
         )
     return Finding(
-        "misleading", figure, basis, _("Expect {dec:+.0f}% decode and {pre:+.0f}% prefill.").format(dec=dec, pre=pre)
+        "misleading", figure, basis, _("Expect decode {dec:+.0f}%, prefill {pre:+.0f}%.").format(dec=dec, pre=pre)
     )
 
 

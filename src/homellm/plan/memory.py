@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from homellm.catalog import Catalog
 from homellm.catalog.schema import Architecture
+from homellm.i18n import _
 
 F32 = 4
 F16 = 2
@@ -96,9 +97,13 @@ def kv_cache_layers(arch: Architecture, p: ContextParams, catalog: Catalog) -> l
 def check_kv_type(kv_type: str, flash_attn: bool) -> str | None:
     """Why llama.cpp would refuse this cache type, or None."""
     if kv_type not in KV_TYPES:
-        return f"unknown KV cache type {kv_type!r}; use one of {', '.join(KV_TYPES)}"
+        return _("unknown KV cache type {kv_type!r}; use one of {types}").format(
+            kv_type=kv_type, types=", ".join(KV_TYPES)
+        )
     if kv_type not in ("f16", "bf16", "f32") and not flash_attn:
-        return f"a {kv_type} V cache needs flash attention (drop --no-flash-attn or use --kv-type f16)"
+        return _("a {kv_type} V cache needs flash attention (drop --no-flash-attn or use --kv-type f16)").format(
+            kv_type=kv_type
+        )
     return None
 
 

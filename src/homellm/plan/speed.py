@@ -147,7 +147,7 @@ def estimate_speed(
         elif d.kind == "gpu":
             g = gpus[d.name]
             if g.bandwidth_gbs is None or g.fp16_tflops is None:
-                notes.append(f"{g.name} is not in the catalog: no speed estimate (pass --gpu NAME)")
+                notes.append(_("{gpu} is not in the catalog: no speed estimate (pass --gpu NAME)").format(gpu=g.name))
                 return None, None, notes
             tg, pp = _gpu_seconds(g, read, flops, catalog)
             decode_s += tg
@@ -166,7 +166,9 @@ def estimate_speed(
             prefill_s += cpu_s
             if d.layers and hw.gpus:
                 notes.append(
-                    f"{len(d.layers)} of {model.arch.n_layer} layers run on the CPU: they dominate the time per token"
+                    _("{n} of {layers} layers run on the CPU: they dominate the time per token").format(
+                        n=len(d.layers), layers=model.arch.n_layer
+                    )
                 )
     if decode_s <= 0:
         return None, None, notes

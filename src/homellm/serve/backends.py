@@ -78,14 +78,14 @@ class Backend:
         try:
             return await self.upstream.request(method, path, body, headers)
         except (OSError, TimeoutError) as exc:
-            raise self.failure(exc) from exc
+            raise await self.failure(exc) from exc
 
     async def read(self, resp: UpstreamResponse) -> bytes:
         """The whole body of an answer; transport errors become 502/504."""
         try:
             return await resp.read()
         except (OSError, TimeoutError) as exc:
-            raise self.failure(exc) from exc
+            raise await self.failure(exc) from exc
         finally:
             resp.close()
 
@@ -152,7 +152,7 @@ class Backend:
     def describe(self) -> str:
         return _("{backend} at {url}").format(backend=_(self.label), url=self.base_url)
 
-    def failure(self, exc: BaseException) -> GatewayError:
+    async def failure(self, exc: BaseException) -> GatewayError:
         """Map a transport error to the right status: down 502, silent too long 504."""
         from homellm.serve.upstream import ConnectFailed
 

@@ -50,24 +50,29 @@ def plan_model(path: Path, requested_ctx: int | None) -> tuple[str, int, int]:
     alias, fit = fit_for_engine(path, requested_ctx)
     if not fit.fits:
         raise UsageError(
-            f"{path.name} needs {fit.total_bytes / 1024**3:.1f} GiB at {fit.params.ctx} tokens of context and does "
-            "not fit this machine; see `homellm fit` for a smaller quantization"
+            _(
+                "{name} needs {gib:.1f} GiB at {ctx} tokens of context and does not fit this machine; "
+                "see `homellm fit` for a smaller quantization"
+            ).format(name=path.name, gib=fit.total_bytes / 1024**3, ctx=fit.params.ctx)
         )
     return alias, fit.params.ctx, fit.gpu_layers
 
 
 def find_ggufs(folder: Path) -> list[Path]:
     if not folder.is_dir():
-        raise UsageError(f"no such folder: {folder}")
+        raise UsageError(_("no such folder: {folder}").format(folder=folder))
     found = sorted(p for p in folder.rglob("*.gguf") if p.is_file() and "mmproj" not in p.name.lower())
     if not found:
-        raise UsageError(f"no .gguf files in {folder}")
+        raise UsageError(_("no .gguf files in {folder}").format(folder=folder))
     return found
 
 
 def parameter_size(n: int) -> str:
     """Ollama's way of writing a parameter count: 135M, 7.6B."""
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+DEATH_CHECKS, DEATH_CHECK_S = 10, 0.02  # up to 0.2 s for a dying engine to be reaped
 
 
 class EngineBackend(OpenAIBackend):
@@ -121,13 +126,19 @@ class EngineBackend(OpenAIBackend):
                 503, _("the engine is starting or restarting; retry in a few seconds"), headers={"Retry-After": "5"}
             )
 
-    def failure(self, exc: BaseException) -> GatewayError:
-        """A connection refused because the engine just died is a restart in progress (503), not a 502."""
+    async def failure(self, exc: BaseException) -> GatewayError:
+        """A connection refused or cut because the engine just died is a restart in progress (503), not a 502.
+
+        A killed process's sockets close before it can be reaped, so its exit is waited for a moment."""
         proc = self.supervisor.process
+        for _wait in range(DEATH_CHECKS):
+            if proc is None or proc.poll() is not None or self.supervisor.lost_worker():
+                break
+            await asyncio.sleep(DEATH_CHECK_S)
         gone = (proc is not None and proc.poll() is not None) or self.supervisor.lost_worker()
         if gone or not self.supervisor.ready:
             return BackendDown(503, self.supervisor.crash_message(), headers={"Retry-After": "5"})
-        return super().failure(exc)
+        return await super().failure(exc)
 
     def _model(self, name: str) -> EngineModel | None:
         base = name.removesuffix(":latest")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlparse
 
+from homellm.i18n import _
 from homellm.serve.network import lan_addresses
 
 
@@ -32,12 +33,12 @@ def exposure_warning(backend_url: str, kind: str) -> str | None:
     port = urlparse(backend_url).port
     where = ", ".join(f"{a}:{port}" for a in addresses)
     if kind == "ollama":
-        fix = (
+        fix = _(
             "Ollama listens beyond loopback (OLLAMA_HOST=0.0.0.0), so anyone on the network can skip the gateway "
             "and use it without a key. Fix: unset OLLAMA_HOST (or set OLLAMA_HOST=127.0.0.1) and restart Ollama "
             "(Windows: remove the variable in System Properties > Environment Variables, then quit Ollama from the "
             "tray; macOS: launchctl unsetenv OLLAMA_HOST; Linux: systemctl edit ollama.service)."
         )
     else:
-        fix = "the backend listens beyond loopback; bind it to 127.0.0.1 so that only the gateway can reach it."
-    return f"the backend is reachable without a key at {where}: {fix}"
+        fix = _("the backend listens beyond loopback; bind it to 127.0.0.1 so that only the gateway can reach it.")
+    return _("the backend is reachable without a key at {where}: {fix}").format(where=where, fix=fix)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from homellm.errors import GatewayError
-from homellm.i18n import _
+from homellm.i18n import N_, _
 
 Check = Callable[[str, Any], None]
 
@@ -34,7 +34,7 @@ def _bad(name: str, what: str) -> GatewayError:
 def _kind(*types: type, what: str) -> Check:
     def check(name: str, value: Any) -> None:
         if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
-            raise _bad(name, what)
+            raise _bad(name, _(what))
 
     return check
 
@@ -190,11 +190,11 @@ def _refused(reason: str) -> Check:
 
 
 ANY: Check = lambda name, value: None  # noqa: E731 - checked elsewhere (model, messages) or free-form
-BOOL = _kind(bool, what="true or false")
-OBJECT = _kind(dict, what="an object")
-LIST = _kind(list, what="a list")
-STRING_OR_LIST = _kind(str, list, what="a string or a list")
-GRAMMAR = _refused("llama.cpp's grammar parser can crash on hostile input; use response_format with a JSON schema")
+BOOL = _kind(bool, what=N_("true or false"))
+OBJECT = _kind(dict, what=N_("an object"))
+LIST = _kind(list, what=N_("a list"))
+STRING_OR_LIST = _kind(str, list, what=N_("a string or a list"))
+GRAMMAR = _refused(N_("llama.cpp's grammar parser can crash on hostile input; use response_format with a JSON schema"))
 
 # Ollama's options (api.Options and api.Runner), with bounds that keep a key holder from asking a
 # backend to allocate absurd contexts or batches.
@@ -230,10 +230,10 @@ OLLAMA_OPTIONS: dict[str, Check] = {
 _OLLAMA_COMMON: dict[str, Check] = {
     "model": ANY,
     "stream": BOOL,
-    "keep_alive": _kind(str, int, float, what="a duration"),
+    "keep_alive": _kind(str, int, float, what=N_("a duration")),
     "options": OBJECT,
     "format": _ollama_format,
-    "think": _kind(bool, str, what="true, false or a level"),
+    "think": _kind(bool, str, what=N_("true, false or a level")),
     "truncate": BOOL,
     "shift": BOOL,
     "logprobs": BOOL,
@@ -253,7 +253,7 @@ _OPENAI_COMMON: dict[str, Check] = {
     "presence_penalty": _number(-2, 2),
     "frequency_penalty": _number(-2, 2),
     "logit_bias": _logit_bias,
-    "logprobs": _kind(bool, int, what="true, false or a number"),
+    "logprobs": _kind(bool, int, what=N_("true, false or a number")),
     "top_logprobs": _number(0, 20, True),
     "user": _text(256),
     "response_format": _response_format,
@@ -276,10 +276,10 @@ ROUTE_FIELDS: dict[str, dict[str, Check]] = {
     "chat": _OLLAMA_COMMON | {"messages": _messages(OLLAMA_ROLES, parts=False), "tools": _tools},
     "generate": _OLLAMA_COMMON
     | {
-        "prompt": _kind(str, what="a string"),
-        "suffix": _kind(str, what="a string"),
-        "system": _kind(str, what="a string"),
-        "template": _kind(str, what="a string"),
+        "prompt": _kind(str, what=N_("a string")),
+        "suffix": _kind(str, what=N_("a string")),
+        "system": _kind(str, what=N_("a string")),
+        "template": _kind(str, what=N_("a string")),
         "context": LIST,
         "raw": BOOL,
         "images": LIST,
@@ -289,26 +289,26 @@ ROUTE_FIELDS: dict[str, dict[str, Check]] = {
         "input": STRING_OR_LIST,
         "truncate": BOOL,
         "options": OBJECT,
-        "keep_alive": _kind(str, int, float, what="a duration"),
+        "keep_alive": _kind(str, int, float, what=N_("a duration")),
         "dimensions": _number(1, 1 << 16, True),
     },
     "embeddings": {
         "model": ANY,
-        "prompt": _kind(str, what="a string"),
+        "prompt": _kind(str, what=N_("a string")),
         "options": OBJECT,
-        "keep_alive": _kind(str, int, float, what="a duration"),
+        "keep_alive": _kind(str, int, float, what=N_("a duration")),
     },
-    "show": {"model": ANY, "name": ANY, "verbose": BOOL, "system": _kind(str, what="a string")},
+    "show": {"model": ANY, "name": ANY, "verbose": BOOL, "system": _kind(str, what=N_("a string"))},
     "openai_chat": _OPENAI_COMMON
     | {
         "messages": _messages(OPENAI_ROLES, parts=True),
         "tools": _tools,
-        "tool_choice": _kind(str, dict, what="a string or an object"),
+        "tool_choice": _kind(str, dict, what=N_("a string or an object")),
         "parallel_tool_calls": BOOL,
         "reasoning_effort": _text(32),
     },
     "openai_completion": _OPENAI_COMMON
-    | {"prompt": STRING_OR_LIST, "suffix": _kind(str, what="a string"), "echo": BOOL, "best_of": _one},
+    | {"prompt": STRING_OR_LIST, "suffix": _kind(str, what=N_("a string")), "echo": BOOL, "best_of": _one},
     "openai_embeddings": {
         "model": ANY,
         "input": STRING_OR_LIST,

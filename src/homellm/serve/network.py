@@ -7,6 +7,8 @@ import socket
 import sys
 from functools import cache
 
+from homellm.i18n import _
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -27,7 +29,7 @@ def parse_networks(cidrs: list[str]) -> list[IPNetwork]:
         try:
             nets.append(ipaddress.ip_network(c.strip(), strict=False))
         except ValueError:
-            raise UsageError(f"{c!r} is not an IP network; write it like 192.168.1.0/24") from None
+            raise UsageError(_("{c!r} is not an IP network; write it like 192.168.1.0/24").format(c=c)) from None
     return nets
 
 

@@ -57,7 +57,7 @@ async def records(resp: UpstreamResponse, separator: bytes, backend: Backend) ->
     except (UpstreamError, asyncio.CancelledError, GeneratorExit):
         raise
     except Exception as exc:
-        raise UpstreamError(backend.failure(exc)) from exc
+        raise UpstreamError(await backend.failure(exc)) from exc
     finally:
         resp.close()  # an unfinished stream closes its connection, which stops the backend
 

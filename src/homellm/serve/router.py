@@ -478,6 +478,10 @@ class Router:
             breaker.success()
             self._gauge(m)
         breaker.consecutive = 0
+        if not m.up:  # a check gave up on it while it was busy (a slow CPU engine): an answer says it is up
+            m.up, m.detail = True, ""
+            log.warning("pool: %s answered; it is up", m.name)
+            self._gauge(m)
         if model is not None and model not in m.loaded:
             m.loaded.add(model_key(model))
         if m.answered is not None:

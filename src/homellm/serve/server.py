@@ -46,14 +46,16 @@ def make_backend(settings: Settings, models: list[Path] | None = None) -> Backen
     paths = models or ([settings.model] if settings.model else [])
     if not paths:
         raise UsageError(
-            "choose a backend: --backend URL (Ollama, llama-server, vLLM, LM Studio), "
-            "--model FILE.gguf or --models-dir DIR; or run `homellm up`"
+            _(
+                "choose a backend: --backend URL (Ollama, llama-server, vLLM, LM Studio), "
+                "--model FILE.gguf or --models-dir DIR; or run `homellm up`"
+            )
         )
     from homellm.serve.engine_backend import EngineBackend
 
     for p in paths:
         if not p.is_file():
-            raise UsageError(f"no such file: {p}")
+            raise UsageError(_("no such file: {path}").format(path=p))
     return EngineBackend(
         paths, settings.home / "engine", settings.engine_ctx, settings.engine_port, settings.idle_timeout_s,
         settings.worker,
@@ -67,16 +69,17 @@ def check_exposure_rules(settings: Settings, active_keys: int) -> list[str]:
         return warnings
     problems = []
     if not settings.tls_enabled:
-        problems.append("TLS is off")
+        problems.append(_("TLS is off"))
     if active_keys == 0:
-        problems.append("there is no API key (create one: homellm keys create NAME)")
+        problems.append(_("there is no API key (create one: homellm keys create NAME)"))
     if problems and not settings.insecure:
         raise UsageError(
-            f"refusing to listen on {settings.host}: {' and '.join(problems)}; "
-            "fix that, or pass --insecure if you really mean it"
+            _("refusing to listen on {host}: {problems}; fix that, or pass --insecure if you really mean it").format(
+                host=settings.host, problems=" and ".join(problems)
+            )
         )
     for p in problems:
-        warnings.append(f"INSECURE: listening on {settings.host} although {p}")
+        warnings.append(_("INSECURE: listening on {host} although {problem}").format(host=settings.host, problem=p))
     return warnings
 
 

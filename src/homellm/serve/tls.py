@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homellm.errors import UsageError
+from homellm.i18n import _
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,14 @@ def ensure_tls(home: Path, cert: Path | None, key: Path | None) -> TlsFiles:
 
     if cert or key:
         if not (cert and key):
-            raise UsageError("give both --tls-cert and --tls-key")
+            raise UsageError(_("give both --tls-cert and --tls-key"))
         for p in (cert, key):
             if not p.is_file():
-                raise UsageError(f"no such file: {p}")
+                raise UsageError(_("no such file: {path}").format(path=p))
         try:
             return TlsFiles(cert, key, fingerprint_of_pem(cert.read_bytes()), generated=False)
         except ValueError as exc:
-            raise UsageError(f"{cert} is not a PEM certificate ({exc})") from None
+            raise UsageError(_("{cert} is not a PEM certificate ({exc})").format(cert=cert, exc=exc)) from None
     folder = home / "tls"
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     generated = False

@@ -21,6 +21,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from homellm.i18n import _
+
 LINK_LOST = 75  # EX_TEMPFAIL: the worker's link ended; the supervisor restarts without it if it must
 
 log = logging.getLogger("homellm.engine")
@@ -70,8 +72,9 @@ async def _endpoint(link: SplitLink, lost: threading.Event) -> int:
     def before_close(why: str) -> None:
         if why != "closed":  # not llama.cpp hanging up: the worker or the link is gone
             Path(link.marker).write_text(why, encoding="utf-8")
-            print(f"homellm: the link to worker {link.worker} ended ({why}); exiting so that the gateway restarts "
-                  "the engine", file=sys.stderr, flush=True)  # fmt: skip
+            said = _("homellm: the link to worker {worker} ended ({why}); exiting so that the gateway restarts the "
+                     "engine").format(worker=link.worker, why=why)  # fmt: skip
+            print(said, file=sys.stderr, flush=True)
             lost.set()
             os._exit(LINK_LOST)
 
@@ -92,7 +95,10 @@ def main(link_file: str, config_file: str) -> None:  # pragma: no cover - the en
     port = asyncio.run_coroutine_threadsafe(_endpoint(link, lost), loop).result(30)
     devices = add_server(f"127.0.0.1:{port}")
     names = ", ".join(f"{d.name} ({d.description}, {d.free_bytes / 2**20:.0f} MiB free)" for d in devices)
-    print(f"homellm: worker {link.worker} at {link.host}:{link.port} adds {names}", file=sys.stderr, flush=True)
+    said = _("homellm: worker {worker} at {host}:{port} adds {devices}").format(
+        worker=link.worker, host=link.host, port=link.port, devices=names
+    )
+    print(said, file=sys.stderr, flush=True)
     sys.argv = ["llama_cpp.server", "--config_file", config_file]
     from llama_cpp.server.__main__ import main as serve
 

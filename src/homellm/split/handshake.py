@@ -68,14 +68,14 @@ async def read_json(reader: asyncio.StreamReader) -> dict[str, Any]:
 def _number(data: dict[str, Any], key: str, low: float = 0, high: float = 1 << 62) -> float:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ValueError(f"{key} must be a number in [{low}, {high}]")
+        raise ValueError(_("{key} must be a number in [{low}, {high}]").format(key=key, low=low, high=high))
     return float(value)
 
 
 def _text(data: dict[str, Any], key: str, limit: int = 200) -> str:
     value = data.get(key)
     if not isinstance(value, str) or len(value) > limit:
-        raise ValueError(f"{key} must be a string of at most {limit} characters")
+        raise ValueError(_("{key} must be a string of at most {limit} characters").format(key=key, limit=limit))
     return value
 
 
@@ -120,28 +120,28 @@ class WorkerFacts:
     def from_json(cls, data: Any) -> WorkerFacts:
         """Validate a worker's greeting (ValueError when it is not one)."""
         if not isinstance(data, dict):
-            raise ValueError("worker facts must be an object")
+            raise ValueError(_("worker facts must be an object"))
         raw_devices = data.get("devices")
         if not isinstance(raw_devices, list) or not 1 <= len(raw_devices) <= 16:
-            raise ValueError("devices must be a list of 1 to 16")
+            raise ValueError(_("devices must be a list of 1 to 16"))
         devices = []
         for d in raw_devices:
             if not isinstance(d, dict):
-                raise ValueError("a device must be an object")
+                raise ValueError(_("a device must be an object"))
             kind = _text(d, "kind", 8)
             if kind not in ("cpu", "gpu", "igpu", "accel"):
-                raise ValueError("unknown device kind")
+                raise ValueError(_("unknown device kind"))
             info = DeviceInfo(_text(d, "name", 64), _text(d, "description", 200), kind,
                               int(_number(d, "free_bytes")), int(_number(d, "total_bytes")))  # fmt: skip
             devices.append(OfferedDevice(info, int(_number(d, "offered_bytes"))))
         cpu = data.get("cpu")
         if not isinstance(cpu, dict):
-            raise ValueError("cpu must be an object")
+            raise ValueError(_("cpu must be an object"))
         calibration = data.get("cpu_calibration")
         cal = None
         if calibration is not None:
             if not isinstance(calibration, dict) or set(calibration) != {f.name for f in fields(CpuCalibration)}:
-                raise ValueError("cpu_calibration has the wrong fields")
+                raise ValueError(_("cpu_calibration has the wrong fields"))
             cal = CpuCalibration(
                 bandwidth_gbs=_number(calibration, "bandwidth_gbs", 0.01, 1e5),
                 overhead_s_per_layer=_number(calibration, "overhead_s_per_layer", 0, 1),
@@ -180,7 +180,7 @@ def worker_greeter(
         hello = await read_json(reader)
         try:
             if hello.get("v") != VERSION or hello.get("mode") not in ("rpc", "probe"):
-                raise ValueError("unknown version or mode")
+                raise ValueError(_("unknown version or mode"))
             theirs = BuildId.from_json(hello.get("build"))
         except ValueError as exc:
             raise LinkRefused(_("a greeting homellm does not understand ({error})").format(error=exc)) from None

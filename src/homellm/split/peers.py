@@ -66,7 +66,7 @@ def split_worker(home: Path, name: str) -> WorkerRecord:
                 _("no worker lends its device to this gateway yet: run `homellm pair --worker` here, then "
                   "`homellm join MAIN --code CODE --rpc` on the other machine")
             )  # fmt: skip
-        raise NotFoundError("worker", name, [w.name for w in workers])
+        raise NotFoundError(_("worker"), name, [w.name for w in workers])
     parts = urlsplit(found.url)
     record = WorkerRecord(found.name, parts.hostname or "", parts.port or 0, found.cert_pem, found.fingerprint)
     seen = _read(_surveys(home)).get(name)

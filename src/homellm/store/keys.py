@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homellm.errors import NotFoundError, UsageError
+from homellm.i18n import _
 
 KEY_PREFIX = "hlm_"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}")
@@ -60,7 +61,7 @@ def _model_matches(model: str, allowed: tuple[str, ...]) -> bool:
 def parse_duration(text: str) -> float:
     m = _DURATION.match(text.strip().lower())
     if not m or int(m.group(1)) == 0:
-        raise UsageError(f"cannot read the duration {text!r}; write it like 30d, 12h or 2w")
+        raise UsageError(_("cannot read the duration {text!r}; write it like 30d, 12h or 2w").format(text=text))
     return int(m.group(1)) * _SECONDS[m.group(2)]
 
 
@@ -86,7 +87,6 @@ def _row(row: sqlite3.Row) -> ApiKey:
 
 
 def _check_limits(tokens_per_day: int | None, requests_per_day: int | None, priority: int | None) -> None:
-    from homellm.i18n import _
 
     for flag, value in (("--tokens-per-day", tokens_per_day), ("--requests-per-day", requests_per_day)):
         if value is not None and not 0 < value <= 10**12:
@@ -113,9 +113,9 @@ class KeyStore:
         """Create a key; the plaintext is returned once and never stored."""
         _check_limits(tokens_per_day, requests_per_day, priority)
         if not _NAME.fullmatch(name):
-            raise UsageError("a key name is 1-64 letters, digits, spaces or . _ @ - (e.g. 'alice-laptop')")
+            raise UsageError(_("a key name is 1-64 letters, digits, spaces or . _ @ - (e.g. 'alice-laptop')"))
         if models is not None and not [m for m in models if m.strip()]:
-            raise UsageError("--models needs at least one model name")
+            raise UsageError(_("--models needs at least one model name"))
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         try:
@@ -136,13 +136,15 @@ class KeyStore:
                 ),
             )
         except sqlite3.IntegrityError:
-            raise UsageError(f"a key named {name!r} already exists; revoke it or pick another name") from None
+            raise UsageError(
+                _("a key named {name!r} already exists; revoke it or pick another name").format(name=name)
+            ) from None
         return self.get(name), secret
 
     def get(self, name: str) -> ApiKey:
         row = self.db.execute("SELECT * FROM keys WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise NotFoundError("key", name, [k.name for k in self.list()])
+            raise NotFoundError(_("key"), name, [k.name for k in self.list()])
         return _row(row)
 
     def list(self) -> list[ApiKey]:

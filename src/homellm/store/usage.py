@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from homellm.errors import UsageError
+from homellm.i18n import _
 
 
 class UsageRecord(NamedTuple):
@@ -101,7 +102,7 @@ _GROUPS = {"key": "COALESCE(key_name, '(none)')", "model": "COALESCE(model, '-')
 
 def summarize(db: sqlite3.Connection, by: str = "key", since: float | None = None) -> list[dict[str, Any]]:
     if by not in _GROUPS:
-        raise UsageError(f"--by must be one of {', '.join(_GROUPS)}")
+        raise UsageError(_("--by must be one of {groups}").format(groups=", ".join(_GROUPS)))
     sql = (
         f"SELECT {_GROUPS[by]} AS grp, COUNT(*) AS requests, SUM(status >= 400) AS errors,"
         " COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, COALESCE(SUM(completion_tokens), 0) AS completion_tokens,"
@@ -140,7 +141,7 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
-        raise UsageError(f"cannot read --since {text!r}; write 7d, 24h or 2026-11-01") from None
+        raise UsageError(_("cannot read --since {text!r}; write 7d, 24h or 2026-11-01").format(text=text)) from None
 
 
 def daily(db: sqlite3.Connection, since: float) -> list[dict[str, Any]]:

@@ -64,7 +64,7 @@ class Workers:
     def get(self, name: str) -> Worker:
         row = self.db.execute("SELECT * FROM workers WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise NotFoundError("worker", name, [w.name for w in self.list()])
+            raise NotFoundError(_("worker"), name, [w.name for w in self.list()])
         return _row(row)
 
     def list(self, active_only: bool = True) -> list[Worker]:
