@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     log_prompts: bool = Field(False, description="store prompt text in the usage log (off: counts only)")
     engine_ctx: int | None = Field(None, description="embedded engine context (default: chosen by the advisor)")
     engine_port: int = Field(0, ge=0, le=65535, description="embedded engine's loopback port (0 = any free one)")
+    worker: str | None = Field(None, description="a paired worker that holds part of the model (serve --with)")
+    ram_gib: float | None = Field(None, gt=0, description="RAM the embedded engine plans with, GiB (default: detected)")
     advertise: bool = Field(True, description="announce the gateway on the LAN with mDNS (_homellm._tcp)")
 
     # the pool (more than one backend): see docs/pool.md

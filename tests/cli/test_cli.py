@@ -44,7 +44,9 @@ def test_fit_json_contract(tmp_path: Path) -> None:
     assert data["total_bytes"] == sum(data[k] for k in FIT_KEYS if k.endswith("_bytes") and k != "total_bytes")
     names = [d["name"] for d in data["devices"]]
     assert names == ["RTX 5070 Ti", "CPU (RAM)"]
-    assert all(set(d) == {"name", "used_bytes", "capacity_bytes"} for d in data["devices"])
+    assert all(set(d) == {"name", "kind", "layers", "output", "used_bytes", "capacity_bytes"} for d in data["devices"])
+    assert [(d["kind"], d["output"]) for d in data["devices"]] == [("gpu", True), ("cpu", False)]
+    assert sum(d["layers"] for d in data["devices"]) == data["n_layers"]
     assert data["fits"] is True and data["gpu_layers"] == data["n_layers"] + 1
 
 

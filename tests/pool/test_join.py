@@ -226,6 +226,10 @@ def test_a_second_pc_joins_and_serves_through_the_pinned_link(lan: dict[str, Hos
         (["pair", "--worker", "--models", "x", "--no-wait"], "--models is for device keys"),
         (["pair", "--priority", "3", "--no-wait"], "go with --worker"),
         (["workers", "revoke", "nosuch"], "unknown worker 'nosuch'"),
+        (["join", "x", "--code", "AAAA-BBBB", "--rpc", "--demo"], "give only one of"),
+        (["join", "--rpc", "--max-memory", "lots"], "is not a memory size"),
+        (["join", "--rpc"], "this machine has not joined a gateway yet"),
+        (["fit", "llama3.1:8b", "--with", "pc2"], "no worker lends its device to this gateway yet"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -17,10 +18,11 @@ if TYPE_CHECKING:
     from homellm.catalog import Catalog
     from homellm.hardware.types import HardwareProfile
     from homellm.models.sources import RemoteFile
-    from homellm.plan.advisor import Candidate
+    from homellm.plan.advisor import Advice, Candidate
     from homellm.plan.fit import FitResult
     from homellm.plan.guide import ClaimAudit
     from homellm.plan.memory import ContextParams
+    from homellm.plan.split import SplitAdvice
 
 USE_CASES = ("chat", "code", "math", "japanese")
 
@@ -29,6 +31,9 @@ GpuOpt = typer.Option(None, "--gpu", help=_("Plan for this catalog GPU instead o
 VramOpt = typer.Option(None, "--vram", help=_("GPU memory in GiB (overrides detection)."))
 RamOpt = typer.Option(None, "--ram", help=_("System RAM in GiB (overrides detection)."))
 CtxOpt = typer.Option(4096, "--ctx", "-c", help=_("Context length in tokens."))
+WithOpt = typer.Option(
+    None, "--with", help=_("Plan with a paired worker's device too (one model split over two machines, llama.cpp RPC).")
+)
 
 
 def _catalog() -> Catalog:
@@ -186,6 +191,10 @@ def fit(
     gpu: list[str] | None = GpuOpt,
     vram: float | None = VramOpt,
     ram: float | None = RamOpt,
+    worker: str | None = WithOpt,
+    measure: bool = typer.Option(
+        False, "--measure", help=_("Measure this machine's CPU (and, with --with, the link) first, as plan --measure.")
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
     """Will MODEL fit here? Memory per buffer and device, speed, and the commands to run it.
@@ -205,10 +214,20 @@ def fit(
         raise UsageError(problem)
     if problem:
         params = replace(params, yarn_orig_ctx=resolved.arch.n_ctx_train)
+    if measure:
+        _measure(catalog, quiet=json_out)
     hw = _hardware(catalog, gpu, vram, ram)
-    result = fit_model(resolved, params, hw, catalog)
+    advice = None
+    if worker:
+        from homellm.plan.split import advise_split
+
+        hw = _with_worker(hw, catalog, worker, measure)
+        advice = advise_split(resolved, params, hw, catalog)
+        result = advice.split
+    else:
+        result = fit_model(resolved, params, hw, catalog)
     if json_out:
-        print_json(result.to_json())
+        print_json(result.to_json() | ({"split": advice.to_json(), "link": _link_json(hw)} if advice else {}))
     else:
         if problem:
             err_console.print(
@@ -217,8 +236,22 @@ def fit(
                 soft_wrap=True,
             )  # fmt: skip
         _print_fit(result)
+        if advice is not None:
+            console.print("\n" + advice.summary, soft_wrap=True, markup=False, style="bold")
     if not result.fits:
         raise typer.Exit(1)
+
+
+def _with_worker(hw: HardwareProfile, catalog: Catalog, worker: str, measure: bool) -> HardwareProfile:
+    from homellm.settings import get_settings
+    from homellm.split.remote import with_worker
+
+    return with_worker(hw, get_settings().home, worker, catalog, measure)
+
+
+def _link_json(hw: HardwareProfile) -> list[dict[str, Any]]:
+    return [{"worker": r.worker, "device": r.name, "offered_bytes": r.offered_bytes, **asdict(r.link)}
+            for r in hw.remotes]  # fmt: skip
 
 
 def _print_fit(r: FitResult) -> None:
@@ -227,9 +260,17 @@ def _print_fit(r: FitResult) -> None:
     from homellm.plan.recipes import llama_server_command, ollama_commands
 
     verdict = _("[bold green]fits[/]") if r.fits else _("[bold red]does not fit[/]")
+    where = ""
+    if r.hardware.remotes:
+        where = ", ".join(dict.fromkeys(x.worker for x in r.hardware.remotes)) + (" + GPU" if r.hardware.gpus else "")
     console.print(
-        _(
-            "[bold]{label}[/] {quant}, {n_ctx:,} tokens of context: {verdict} ({gpu_layers}/{layers} layers on GPU)"
+        (
+            _("[bold]{label}[/] {quant}, {n_ctx:,} tokens of context: {verdict} ({gpu_layers}/{layers} layers on GPU)")
+            if not r.hardware.remotes
+            else _(
+                "[bold]{label}[/] {quant}, {n_ctx:,} tokens of context: {verdict} ({gpu_layers}/{layers} layers on "
+                "{where})"
+            )
         ).format(
             label=r.model.label,
             quant=r.model.quant,
@@ -237,6 +278,7 @@ def _print_fit(r: FitResult) -> None:
             verdict=verdict,
             gpu_layers=r.gpu_layers,
             layers=r.model.arch.n_layer + 1,
+            where=where,
         )
     )
     buffers = Table(title=_("Memory (as llama.cpp allocates it)"), title_justify="left")
@@ -262,12 +304,10 @@ def _print_fit(r: FitResult) -> None:
     for col in (N_("device"), N_("layers"), N_("used"), N_("capacity"), ""):
         devices.add_column(_(col) if col else "", justify="right" if col in ("used", "capacity") else "left")
     for d in r.devices:
-        if d.kind == "gpu" and not d.layers and not d.weights_bytes:
+        if d.kind in ("gpu", "remote") and not d.layers and not d.weights_bytes:
             continue
         mark = _("[green]ok[/]") if d.fits else _("[red]over[/]")
-        layers = f"{len(d.layers)}" + (
-            _(" + output") if d.kind == "gpu" and d.output_bytes == 0 and d.compute_bytes else ""
-        )
+        layers = f"{len(d.layers)}" + (_(" + output") if d.kind != "cpu" and d.holds_output else "")
         devices.add_row(d.name, layers, gib(d.used_bytes), gib(d.capacity_bytes), mark)
     console.print(devices)
     if r.decode_tokens_per_s:
@@ -281,6 +321,16 @@ def _print_fit(r: FitResult) -> None:
         console.print(f"  [dim]{note}[/]")
     for note in r.hardware.notes:
         console.print(f"  [dim]{note}[/]")
+    if r.hardware.remotes:
+        if not r.fits:
+            return  # the verdict below says what does fit
+        workers = ",".join(dict.fromkeys(x.worker for x in r.hardware.remotes))
+        model = str(r.model.path) if r.model.path else r.model.label
+        console.print(_("\n[bold]Run it split[/] (Ollama cannot split a model over machines; llama-server --rpc "
+                        "would expose llama.cpp's RPC port)"))  # fmt: skip
+        command = shlex.join(["homellm", "serve", "--model", model, "--with", workers])
+        console.print(f"  {command}", soft_wrap=True, markup=False)
+        return
     console.print(_("\n[bold]Run it with Ollama[/]"))
     for line in ollama_commands(r):
         console.print(f"  {line}", soft_wrap=True)
@@ -346,6 +396,7 @@ def plan(
         "--measure",
         help=_("Measure this machine's CPU speed first (llama.cpp run or bandwidth probe) and cache it."),
     ),
+    worker: str | None = WithOpt,
     json_out: bool = JsonOpt,
 ) -> None:
     """What should I run? The best model x quantization per use on this (or the given) hardware.
@@ -366,7 +417,10 @@ def plan(
     if measure:
         _measure(catalog, quiet=json_out)
     hw = _hardware(catalog, gpu, vram, ram)
+    if worker:
+        hw = _with_worker(hw, catalog, worker, measure)
     advice = [advise(hw, u, params, catalog) for u in uses]  # type: ignore[arg-type]
+    splits = _split_verdicts(advice, params, hw, catalog)
     audits = _guide_claims_about(hw, catalog)
     if json_out:
         print_json(
@@ -378,9 +432,11 @@ def plan(
                         "best": _candidate_json(a.best) if a.best else None,
                         "runners_up": [_candidate_json(c) for c in a.runners_up],
                         "trained_on_less_context": a.short_context,
+                        "split": splits[a.use_case].to_json() if a.use_case in splits else None,
                     }
                     for a in advice
                 },
+                "link": _link_json(hw),
                 "guide_checks": [a.to_json() for a in audits],
             }
         )
@@ -398,6 +454,8 @@ def plan(
             console.print(
                 f"  {head}[bold]{c.spec.id}[/] {c.fit.model.quant}  {gib(c.fit.total_bytes)}  — {'; '.join(c.reasons)}"
             )
+            if rank == 0 and a.use_case in splits:
+                console.print(f"        {splits[a.use_case].summary}", soft_wrap=True, markup=False, style="bold")
         if a.short_context:
             console.print(
                 _("  [dim]not considered, trained on fewer than {ctx:,} tokens (they would need RoPE scaling): "
@@ -415,6 +473,19 @@ def plan(
           "Details: homellm fit MODEL -q QUANT[/]").format(ctx=params.n_ctx, headroom=HEADROOM),
         soft_wrap=True,
     )  # fmt: skip
+
+
+def _split_verdicts(
+    advice: Sequence[Advice], params: ContextParams, hw: HardwareProfile, catalog: Catalog
+) -> dict[str, SplitAdvice]:
+    """For each use whose best pick puts layers on a worker: is that split worth it?"""
+    from homellm.plan.split import advise_split
+
+    out: dict[str, SplitAdvice] = {}
+    for a in advice:
+        if a.best and any(d.kind == "remote" and (d.layers or d.holds_output) for d in a.best.fit.devices):
+            out[a.use_case] = advise_split(a.best.fit.model, a.best.fit.params, hw, catalog)
+    return out
 
 
 def _measure(catalog: Catalog, quiet: bool) -> None:

@@ -124,7 +124,8 @@ def pair(
             _(
                 "On the other machine run:\n  homellm join {host}.local --code {code}\n"
                 "It offers that machine's Ollama, llama-server or embedded engine to this gateway, over a link "
-                "pinned in both directions."
+                "pinned in both directions; with --rpc it lends its GPU or CPU instead, for one model split over "
+                "both machines (homellm serve --with NAME)."
             ).format(host=hostname(), code=code.code),
             soft_wrap=True,
         )
@@ -165,6 +166,37 @@ def _print_pairing_qr(settings: Settings, code: str, json_out: bool) -> None:
     console.print(url, soft_wrap=True, markup=False, highlight=False)
 
 
+def _measure_link(name: str, json_out: bool) -> None:
+    """A worker that lends its device (``join --rpc``): probe the link now, so that the first plan has it."""
+    import json
+
+    from homellm.errors import HomeLLMError
+    from homellm.settings import get_settings
+    from homellm.split.remote import survey_joined_worker
+
+    try:
+        record = survey_joined_worker(get_settings().home, name)
+    except HomeLLMError as exc:
+        if json_out:
+            sys.stdout.write(json.dumps({"outcome": "unmeasured", "device": name, "error": str(exc)}) + "\n")
+        else:
+            said = _("the link to {name} is not measured yet ({error}); `homellm fit MODEL --with {name} --measure` "
+                     "measures it").format(name=name, error=exc)  # fmt: skip
+            err_console.print(said, soft_wrap=True, markup=False)
+        return
+    if record is None or record.link is None:
+        return
+    link = record.link
+    if json_out:
+        sys.stdout.write(json.dumps({"outcome": "measured", "device": name, **link}) + "\n")
+        sys.stdout.flush()
+        return
+    console.print(_("link to {name}: {rtt:.2f} ms round trip, {down:.0f} Mbit/s down, {up:.0f} Mbit/s up; plan with "
+                    "`homellm plan --with {name}`").format(name=name, rtt=float(link["rtt_s"]) * 1e3,
+                  down=float(link["down_bytes_per_s"]) * 8 / 1e6, up=float(link["up_bytes_per_s"]) * 8 / 1e6),
+                  soft_wrap=True, markup=False)  # fmt: skip
+
+
 def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool, worker: bool = False) -> None:
     """Print what happens to the code until it is used, withdrawn or expires; Ctrl-C stops waiting."""
     import json
@@ -202,6 +234,8 @@ def _wait_for_pairing(store: Pairing, code_id: int, until: str, json_out: bool, 
                 else:
                     console.print(_("the code was withdrawn after too many wrong attempts (someone may be guessing); "
                                     "run `homellm pair` again"), soft_wrap=True)  # fmt: skip
+                if e.outcome == "paired" and worker:
+                    _measure_link(device, json_out)
                 if e.outcome != "failed":
                     raise typer.Exit(0 if e.outcome == "paired" else 1)
             gone = 0 if still_open or events else gone + 1

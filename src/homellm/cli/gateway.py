@@ -204,6 +204,9 @@ def serve(
     config: Path | None = ConfigOpt,
     insecure: bool | None = InsecureOpt,
     yes: bool = YesOpt,
+    worker: str | None = typer.Option(
+        None, "--with", help=_("Split --model with this paired worker (`homellm join --rpc` runs there).")
+    ),
 ) -> None:
     """Run the gateway in front of a backend (Ollama, llama-server, vLLM, LM Studio or the embedded engine)."""
     from homellm.errors import UsageError
@@ -215,7 +218,7 @@ def serve(
     model_file = _model_file(model, yes) if model is not None else None
     pool = _backend_flags(backend or [])
     settings = load_settings(config, **pool, model=model_file, host=host, port=port, tls=tls,
-                             tls_cert=tls_cert, tls_key=tls_key, insecure=insecure)  # fmt: skip
+                             tls_cert=tls_cert, tls_key=tls_key, insecure=insecure, worker=worker)  # fmt: skip
     models = find_ggufs(models_dir) if models_dir else None
     _start(settings, models)
 

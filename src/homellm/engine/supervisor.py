@@ -30,6 +30,13 @@ class EngineModel:
     path: Path
     n_ctx: int
     n_gpu_layers: int
+    tensor_split: tuple[float, ...] | None = None  # per offload device, llama.cpp's order (a worker's first)
+    # embeddings cost a split model a second round trip per token (llama.cpp fetches them beside the logits)
+    embedding: bool = True
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot run now (its worker is gone and the model does not fit here alone); says why."""
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -63,6 +70,30 @@ class EngineSupervisor:
         self.last_exit: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.unavailable: str | None = None  # why no engine runs now (EngineUnavailable), shown in 503s
+
+    async def prepare(self) -> None:
+        """Before each start: decide what to run (a split engine checks its worker here)."""
+
+    def command(self, config: Path) -> list[str]:
+        return [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config)]
+
+    def crash_message(self) -> str:
+        from homellm.i18n import _
+
+        return _("the engine is restarting after a crash; retry in a few seconds")
+
+    def lost_worker(self) -> bool:
+        """Whether the engine is going down because its worker's link ended (a split engine only)."""
+        return False
+
+    def describe_split(self) -> str | None:
+        """How the model is split over machines, for the banner (None: it runs here only)."""
+        return None
+
+    def backoff_after(self, exit_code: int | None, backoff: float) -> float:
+        """Seconds to wait before restarting an engine that exited with ``exit_code``."""
+        return backoff
 
     def _config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -78,9 +109,10 @@ class EngineSupervisor:
                     "model_alias": m.alias,
                     "n_ctx": m.n_ctx,
                     "n_gpu_layers": m.n_gpu_layers,
-                    "embedding": True,
+                    "embedding": m.embedding,
                     "verbose": False,
                 }
+                | ({"tensor_split": list(m.tensor_split)} if m.tensor_split else {})
                 for m in self.models
             ],
         }
@@ -92,7 +124,7 @@ class EngineSupervisor:
         config = self._config()
         logfile = (self.workdir / "engine.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config)],
+            self.command(config),
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -108,6 +140,12 @@ class EngineSupervisor:
 
     async def start(self, timeout: float = 120.0) -> None:
         """Start the engine and wait until it answers."""
+        try:
+            await self.prepare()
+        except EngineUnavailable as exc:
+            from homellm.errors import EngineError
+
+            raise EngineError(str(exc)) from None
         self._spawn()
         await self._wait_ready(timeout)
         self._task = asyncio.create_task(self._supervise())
@@ -148,9 +186,20 @@ class EngineSupervisor:
             self.last_exit = self.process.returncode
             if time.monotonic() - started > self.STABLE_AFTER:
                 backoff = self.BACKOFF_START
-            log.warning("engine exited with code %s; restarting in %.0fs", self.last_exit, backoff)
-            await asyncio.sleep(backoff)
+            delay = self.backoff_after(self.last_exit, backoff)
+            log.warning("engine exited with code %s; restarting in %.0fs", self.last_exit, delay)
+            await asyncio.sleep(delay)
             backoff = min(backoff * 2, self.BACKOFF_MAX)
+            while not self._stopping:
+                try:
+                    await self.prepare()
+                    self.unavailable = None
+                    break
+                except EngineUnavailable as exc:
+                    self.unavailable = str(exc)
+                    await asyncio.sleep(self.BACKOFF_START * 2)
+            if self._stopping:
+                return
             self.restarts += 1
             self._spawn()
             with contextlib.suppress(Exception):

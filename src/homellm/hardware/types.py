@@ -54,6 +54,41 @@ class CpuCalibration:
 
 
 @dataclass(frozen=True)
+class LinkSpeed:
+    """A homellm link to another machine, as a short probe measured it."""
+
+    rtt_s: float  # round trip of a small message through both ends of the link
+    down_bytes_per_s: float  # worker -> this machine
+    up_bytes_per_s: float  # this machine -> worker
+    measured_at: str
+
+
+@dataclass(frozen=True)
+class RemoteDevice:
+    """A device of another machine that llama.cpp reaches over RPC through a homellm link."""
+
+    worker: str  # the paired worker's name
+    name: str  # its llama.cpp device ("CPU", "CUDA0")
+    description: str
+    kind: str  # cpu | gpu
+    offered_bytes: int  # what the worker lets this machine allocate (its --max-memory, at most its free memory)
+    link: LinkSpeed
+    gpu: GpuDevice | None = None  # the catalog GPU it matched, for the speed estimate
+    cpu: CpuInfo | None = None
+    cpu_calibration: CpuCalibration | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} on {self.worker}"
+
+    @property
+    def usable_bytes(self) -> int:
+        """What the plan fills: the offer less the compute buffer's stated accuracy (2% or 8 MiB), since the
+        worker refuses an allocation beyond its offer."""
+        return self.offered_bytes - max(self.offered_bytes // 50, 8 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
 class HardwareProfile:
     gpus: tuple[GpuDevice, ...]
     cpu: CpuInfo
@@ -64,6 +99,7 @@ class HardwareProfile:
     os: str
     notes: tuple[str, ...] = field(default_factory=tuple)
     cpu_calibration: CpuCalibration | None = None
+    remotes: tuple[RemoteDevice, ...] = ()  # other machines' devices (plan/fit/serve --with WORKER)
 
     @property
     def unified_memory(self) -> bool:

@@ -9,7 +9,7 @@ from homellm.catalog import Catalog
 from homellm.catalog.schema import ModelSpec, UseCase
 from homellm.hardware.types import GIB, HardwareProfile
 from homellm.i18n import N_, _
-from homellm.plan.fit import FitResult, fit_model, resolve_model
+from homellm.plan.fit import OFFLOAD_KINDS, FitResult, fit_model, resolve_model
 from homellm.plan.memory import ContextParams
 
 USE_BENCHMARKS: dict[str, tuple[str, ...]] = {
@@ -89,14 +89,16 @@ def penalty_note(spec: ModelSpec, quant: str, catalog: Catalog) -> str:
 
 def _headroom_ok(fit: FitResult) -> bool:
     on_gpu = any(d.kind == "gpu" for d in fit.devices)
-    checked = [d for d in fit.devices if d.kind == "gpu" or not on_gpu]
+    checked = [d for d in fit.devices if d.kind in OFFLOAD_KINDS or not on_gpu]
     return all(d.used_bytes <= d.capacity_bytes * (1 - HEADROOM) for d in checked)
 
 
 def advise(hw: HardwareProfile, use: UseCase, params: ContextParams, catalog: Catalog, limit: int = 3) -> Advice:
     on_gpu = bool(hw.gpus)
     floor = MIN_TOKENS_PER_S["gpu" if on_gpu else "cpu"]
-    memory = sum(g.usable_bytes for g in hw.gpus) if on_gpu else hw.ram_bytes
+    memory = (sum(g.usable_bytes for g in hw.gpus) if on_gpu else hw.ram_bytes) + sum(
+        r.offered_bytes for r in hw.remotes
+    )
     candidates: list[Candidate] = []
     rejected = 0
     short: list[str] = []
@@ -152,7 +154,13 @@ def _fit(
 def _reasons(c: Candidate, use: UseCase, catalog: Catalog) -> list[str]:
     fit = c.fit
     gpus = [d for d in fit.devices if d.kind == "gpu" and d.layers]
-    if gpus:
+    remote = [d for d in fit.devices if d.kind == "remote" and (d.layers or d.holds_output)]
+    if remote:
+        here = fit.model.arch.n_layer - sum(len(d.layers) for d in remote)
+        where = _("split: {here} layers here, {there} on {devices}").format(
+            here=here, there=sum(len(d.layers) for d in remote), devices=", ".join(d.name for d in remote)
+        )
+    elif gpus:
         where = _("all {n} layers on {gpus}").format(n=fit.model.arch.n_layer, gpus=", ".join(d.name for d in gpus))
     else:
         where = _("runs on the CPU")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from homellm.catalog import Catalog
 from homellm.catalog.schema import Architecture, ModelSpec
 from homellm.errors import UsageError
-from homellm.hardware.types import GIB, GpuDevice, HardwareProfile
+from homellm.hardware.types import GIB, HardwareProfile
 from homellm.i18n import _
 from homellm.plan import memory as mem
 from homellm.plan.layout import tensor_layout
@@ -34,6 +34,7 @@ GPU_RUNTIME_OVERHEAD = 512 * MIB
 HOST_OVERHEAD = 256 * MIB
 # RAM the OS and other programs keep; the CPU device's capacity is total RAM minus this.
 OS_RESERVE = 2 * GIB
+OFFLOAD_KINDS = frozenset({"gpu", "remote"})  # devices -ngl offloads to (a worker's device counts as a GPU)
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
 # Tables llama.cpp assigns to the input layer (kept in RAM, read one row per token)
@@ -111,7 +112,7 @@ def rope_scale(model: ResolvedModel, params: mem.ContextParams) -> float:
 @dataclass
 class DeviceUse:
     name: str
-    kind: str  # gpu | cpu
+    kind: str  # gpu | cpu | remote (a worker's device, over RPC)
     capacity_bytes: int
     weights_bytes: int = 0
     kv_bytes: int = 0
@@ -121,6 +122,7 @@ class DeviceUse:
     layers: list[int] = field(default_factory=list)
     active_weight_bytes: float = 0.0  # weights read per decoded token (only the experts in use)
     kv_read_bytes: float = 0.0  # KV cache read per decoded token at a full context
+    holds_output: bool = False  # the output layer (and so the logits) is computed here
 
     @property
     def used_bytes(self) -> int:
@@ -174,7 +176,15 @@ class FitResult:
             "n_layers": self.model.arch.n_layer,
             "gpu_layers": self.gpu_layers,
             "devices": [
-                {"name": d.name, "used_bytes": d.used_bytes, "capacity_bytes": d.capacity_bytes} for d in self.devices
+                {
+                    "name": d.name,
+                    "kind": d.kind,
+                    "layers": len(d.layers),
+                    "output": d.holds_output,
+                    "used_bytes": d.used_bytes,
+                    "capacity_bytes": d.capacity_bytes,
+                }
+                for d in self.devices
             ],
             "fits": self.fits,
             "decode_tokens_per_s": _round(self.decode_tokens_per_s),
@@ -189,21 +199,21 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
 
-def _assign_layers(n_layer: int, ngl: int, gpus: tuple[GpuDevice, ...]) -> tuple[list[int], int]:
+def _assign_layers(n_layer: int, ngl: int, capacities: list[int]) -> tuple[list[int], int]:
     """Device index (-1 = CPU) of each block, and of the output layer, as llama.cpp splits them.
 
-    The last ``ngl`` of the ``n_layer + 1`` layers (the output layer counts) go to the GPUs,
-    split in proportion to each GPU's memory (llama.cpp's default ``--tensor-split``).
+    The last ``ngl`` of the ``n_layer + 1`` layers (the output layer counts) go to the offload devices
+    (remote devices first, then the GPUs, llama.cpp's order), split in proportion to each one's memory
+    (llama.cpp's default ``--tensor-split``).
     """
     placement = [-1] * (n_layer + 1)
-    if not gpus or ngl <= 0:
+    if not capacities or ngl <= 0:
         return placement[:n_layer], -1
     ngl = min(ngl, n_layer + 1)
     start = n_layer + 1 - ngl
-    weights = [g.usable_bytes for g in gpus]
-    total = sum(weights)
+    total = sum(capacities) or 1
     cumulative, acc = [], 0
-    for w in weights:
+    for w in capacities:
         acc += w
         cumulative.append(acc / total)
     for il in range(start, n_layer + 1):
@@ -226,12 +236,14 @@ def _place(
     cpu_capacity = max(hw.ram_bytes - OS_RESERVE, 0)
     if unified_gpu:
         cpu_capacity = max(hw.ram_bytes - unified_gpu.usable_bytes, 0)
-    devices = [
+    # the worker's own runtime is outside what it offers: a remote device carries no overhead here
+    devices = [DeviceUse(r.label, "remote", r.usable_bytes) for r in hw.remotes]
+    devices += [
         DeviceUse(g.name, "gpu", g.usable_bytes, overhead_bytes=0 if g.unified else GPU_RUNTIME_OVERHEAD)
         for g in hw.gpus
     ]
     cpu = DeviceUse("CPU (RAM)", "cpu", cpu_capacity, overhead_bytes=HOST_OVERHEAD, output_bytes=output_buf)
-    layer_dev, out_dev = _assign_layers(arch.n_layer, ngl, hw.gpus)
+    layer_dev, out_dev = _assign_layers(arch.n_layer, ngl, [d.capacity_bytes for d in devices])
 
     def dev(i: int) -> DeviceUse:
         return cpu if i < 0 else devices[i]
@@ -262,6 +274,7 @@ def _place(
         holder = dev(i)
         holder.compute_bytes = max(holder.compute_bytes, stages.attention if holder.layers else 0)
     dev(out_dev).compute_bytes = max(dev(out_dev).compute_bytes, stages.output)
+    dev(out_dev).holds_output = True
     if out_dev >= 0:
         # llama.cpp keeps a small host-side buffer for the graph inputs (tokens, positions, mask)
         cpu.compute_bytes = max(cpu.compute_bytes, 2 * arch.n_embd * p.n_ubatch * mem.F32)
@@ -293,7 +306,7 @@ def fit_model(
         return _place(model, params, hw, kv_layers, stages, output_buf, ngl)
 
     def gpus_fit(devices: list[DeviceUse]) -> bool:
-        return all(d.fits for d in devices if d.kind == "gpu")
+        return all(d.fits for d in devices if d.kind in OFFLOAD_KINDS)
 
     if gpu_layers is not None:
         ngl = gpu_layers
@@ -301,7 +314,7 @@ def fit_model(
     else:
         # GPU memory grows with every offloaded layer: search for the most layers that fit
         # (-ngl 0 always fits; the GPUs then hold nothing)
-        lo, hi = 0, arch.n_layer + 1 if hw.gpus else 0
+        lo, hi = 0, arch.n_layer + 1 if hw.gpus or hw.remotes else 0
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if gpus_fit(place(mid)[0]):

@@ -18,7 +18,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from homellm.catalog import Catalog
-from homellm.hardware.types import GIB, HardwareProfile
+from homellm.hardware.types import GIB, CpuCalibration, GpuDevice, HardwareProfile
 from homellm.i18n import _
 from homellm.plan.memory import ContextParams
 
@@ -78,6 +78,25 @@ def active_params(model: ResolvedModel) -> float:
     return float(sum(t.n_elements * (share if t.is_expert else 1.0) for t in tensor_layout(arch)))
 
 
+def _cpu_decode_s(read: float, n_layers: int, measured: CpuCalibration | None) -> float:
+    if measured is not None:
+        return read / (measured.bandwidth_gbs * 1e9) + measured.overhead_s_per_layer * n_layers
+    return read / (DEFAULT_CPU_BANDWIDTH_GBS * 1e9 * CPU_DECODE_EFFICIENCY)
+
+
+def _cpu_flops(measured: CpuCalibration | None, cores: int) -> float:
+    if measured is not None and measured.flops:
+        return measured.flops
+    return max(cores, 1) * CPU_TFLOPS_PER_CORE * 1e12
+
+
+def _gpu_seconds(g: GpuDevice, read: float, flops: float, catalog: Catalog) -> tuple[float, float]:
+    assert g.bandwidth_gbs is not None and g.fp16_tflops is not None
+    cal = calibration(catalog)
+    tg_eff, pp_eff = cal.get(g.vendor) or cal["nvidia"]
+    return read / (g.bandwidth_gbs * 1e9 * tg_eff), flops / (g.fp16_tflops * 1e12 * pp_eff)
+
+
 def estimate_speed(
     model: ResolvedModel,
     params: ContextParams,
@@ -85,9 +104,16 @@ def estimate_speed(
     devices: list[DeviceUse],
     catalog: Catalog,
 ) -> tuple[float | None, float | None, list[str]]:
-    """(decode tokens/s at a full context, prefill tokens/s, notes); None where it can't be estimated."""
+    """(decode tokens/s at a full context, prefill tokens/s, notes); None where it can't be estimated.
+
+    A worker's device (``remote``) is timed like a local device of its kind, from what the worker reported
+    (its GPU, or its CPU calibration), plus the link's cost per token (:mod:`homellm.plan.link`).
+    """
+    from homellm.plan.link import link_cost
+
     cal = calibration(catalog)
     gpus = {g.name: g for g in hw.gpus}
+    remotes = {r.label: r for r in hw.remotes}
     flops_per_token = 2 * active_params(model)
     total_active = sum(d.active_weight_bytes for d in devices) or 1.0
     decode_s = prefill_s = 0.0
@@ -97,24 +123,39 @@ def estimate_speed(
         if read <= 0:
             continue
         flops = flops_per_token * d.active_weight_bytes / total_active
-        if d.kind == "gpu":
+        if d.kind == "remote":
+            r = remotes[d.name]
+            if r.gpu is not None and r.gpu.bandwidth_gbs and r.gpu.fp16_tflops:
+                tg, pp = _gpu_seconds(r.gpu, read, flops, catalog)
+            elif r.kind == "gpu":
+                notes.append(_("{device} is not in the catalog: no speed estimate").format(device=r.description))
+                return None, None, notes
+            else:
+                tg = _cpu_decode_s(read, len(d.layers), r.cpu_calibration)
+                pp = flops / _cpu_flops(r.cpu_calibration, r.cpu.cores if r.cpu else 1)
+            cost = link_cost(model.arch, params.ctx, d.holds_output, r.worker, r.link)
+            batch = params.n_ubatch
+            per_batch = link_cost(model.arch, params.ctx, d.holds_output, r.worker, r.link, n_tokens=batch)
+            decode_s += tg + cost.seconds
+            prefill_s += pp + per_batch.seconds / batch
+            notes.append(
+                _("the link to {worker} adds {ms:.1f} ms per token: {rtt:.1f} ms round trip, {up:.1f} KiB up, "
+                  "{down:.1f} KiB down (measured {date})").format(
+                    worker=r.worker, ms=cost.seconds * 1e3, rtt=r.link.rtt_s * 1e3, up=cost.up_bytes / 1024,
+                    down=cost.down_bytes / 1024, date=r.link.measured_at[:10])
+            )  # fmt: skip
+        elif d.kind == "gpu":
             g = gpus[d.name]
             if g.bandwidth_gbs is None or g.fp16_tflops is None:
                 notes.append(_("{gpu} is not in the catalog: no speed estimate (pass --gpu NAME)").format(gpu=g.name))
                 return None, None, notes
-            tg_eff, pp_eff = cal.get(g.vendor) or cal["nvidia"]
-            decode_s += read / (g.bandwidth_gbs * 1e9 * tg_eff)
-            prefill_s += flops / (g.fp16_tflops * 1e12 * pp_eff)
+            tg, pp = _gpu_seconds(g, read, flops, catalog)
+            decode_s += tg
+            prefill_s += pp
         else:
             measured = hw.cpu_calibration
-            if measured is not None:
-                decode_s += read / (measured.bandwidth_gbs * 1e9) + measured.overhead_s_per_layer * len(d.layers)
-            else:
-                decode_s += read / (DEFAULT_CPU_BANDWIDTH_GBS * 1e9 * CPU_DECODE_EFFICIENCY)
-            if measured is not None and measured.flops:
-                cpu_s = flops / measured.flops
-            else:
-                cpu_s = flops / (max(hw.cpu.cores, 1) * CPU_TFLOPS_PER_CORE * 1e12)
+            decode_s += _cpu_decode_s(read, len(d.layers), measured)
+            cpu_s = flops / _cpu_flops(measured, hw.cpu.cores)
             fastest = max((g for g in hw.gpus if g.fp16_tflops), key=lambda g: g.fp16_tflops or 0, default=None)
             if fastest is not None and fastest.fp16_tflops:
                 streamed = d.active_weight_bytes / (PCIE_GBS * 1e9) / params.n_ubatch
@@ -123,7 +164,7 @@ def estimate_speed(
                     streamed + flops / (fastest.fp16_tflops * 1e12 * (cal.get(fastest.vendor) or cal["nvidia"])[1]),
                 )
             prefill_s += cpu_s
-            if d.layers and len(devices) > 1:
+            if d.layers and hw.gpus:
                 notes.append(
                     _("{n} of {layers} layers run on the CPU: they dominate the time per token").format(
                         n=len(d.layers), layers=model.arch.n_layer

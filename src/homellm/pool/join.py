@@ -1,9 +1,10 @@
-"""``homellm join``: this machine offers its model server to a main gateway's pool.
+"""``homellm join``: this machine offers its model server to a main gateway's pool, or (``--rpc``) lends
+its device to the main gateway for one model split over both (:mod:`homellm.split.worker`).
 
 1. The main gateway's certificate is fetched and the pairing code proves it (the PAKE of
    ``protocol/pairing.py``, as for ``homellm connect``): no fingerprint to compare.
 2. In the same exchange this machine sends, sealed under the PAKE key, its offer: the port of its link,
-   what it serves (Ollama, an OpenAI-compatible server, or the embedded engine) and its own link
+   what it serves (Ollama, an OpenAI-compatible server, the embedded engine, or ``rpc``) and its own link
    certificate. The main answers, sealed likewise, with the certificate it will present on the link.
 3. The link (:func:`homellm.pool.worker_link.serve_link`) listens on the address that faces the main
    gateway only, admits only the main's address presenting that certificate, and forwards to the local
@@ -40,7 +41,7 @@ LINK_PORT = 11436
 class Offer:
     """What this machine serves: the kind the main sees and the loopback port the link forwards to."""
 
-    kind: str  # ollama | openai | engine
+    kind: str  # ollama | openai | engine | rpc
     port: int
     engine_models: tuple[str, ...] = ()  # GGUF paths when the link serves the embedded engine
 
@@ -115,13 +116,19 @@ def check_free(address: str, port: int) -> None:
                 port=port, address=address)) from None  # fmt: skip
 
 
-def local_offer(backend: str | None, models: list[Path] | None) -> Offer:
-    """The model server this machine offers: a loopback URL (Ollama or OpenAI-compatible), or the engine."""
+def local_offer(backend: str | None, models: list[Path] | None, rpc: bool = False) -> Offer:
+    """The model server this machine offers: a loopback URL (Ollama or OpenAI-compatible), the engine, or
+    (``rpc``) its device through llama.cpp's RPC server, whose loopback port is chosen at each start."""
     from urllib.parse import urlsplit
 
     from homellm.serve.backends import detect_backend
     from homellm.serve.network import is_loopback_bind
 
+    if rpc:
+        from homellm.engine.rpc import require_rpc
+
+        require_rpc()  # before the code is spent: this engine cannot lend without it
+        return Offer("rpc", 0)
     if models:
         from homellm.engine.supervisor import free_port
 
@@ -148,7 +155,7 @@ def pair_with_main(
     from urllib.parse import urlsplit
 
     from homellm.connect.client import pair_exchange, server_certificate, target_url
-    from homellm.pool.worker_link import link_identity
+    from homellm.pool.worker_link import worker_link_identity
     from homellm.protocol.pairing import default_device, device_name, parse_code
     from homellm.serve.tls import fingerprint_of_pem
     from homellm.untrusted import visible
@@ -160,7 +167,7 @@ def pair_with_main(
     main_address = resolve(parts.hostname or "", parts.port or 443)
     address = listen or facing_address(main_address)
     check_free(address, port)
-    own = link_identity(home / "tls" / "worker", "homellm worker", client=False)
+    own = worker_link_identity(home)
     pem, seen = server_certificate(url)
     grant = pair_exchange(url, code, pem, chosen,
                           {"port": port, "offer": offer.kind, "cert": own.cert.read_text()})  # fmt: skip

@@ -90,7 +90,7 @@ def make_router(settings: Settings, models: list[Path] | None = None) -> Router:
         if "engine" in taken:
             raise UsageError(_("the embedded engine is the backend named 'engine': give the other one another name"))
         engine = EngineBackend(paths, settings.home / "engine", settings.engine_ctx, settings.engine_port,
-                               settings.idle_timeout_s)  # fmt: skip
+                               settings.idle_timeout_s, settings.worker)  # fmt: skip
         members.append(Member("engine", engine))
     return Router(members, options)
 

@@ -228,9 +228,9 @@ class Gateway:
 
     def link_identity(self) -> TlsFiles:
         """The certificate this gateway presents to its workers (a TLS client certificate, made once)."""
-        from homellm.pool.worker_link import link_identity
+        from homellm.pool.worker_link import main_link_identity
 
-        return link_identity(self.settings.home / "tls" / "link", "homellm main gateway", client=True)
+        return main_link_identity(self.settings.home)
 
     async def _joined(self) -> list[Member] | None:
         """The joined workers as pool members, when they changed since the last look (else None)."""
@@ -240,7 +240,7 @@ class Gateway:
         if seen == self._workers_seen:
             return None
         self._workers_seen = seen
-        workers = self.workers.list()
+        workers = [w for w in self.workers.list() if w.offer != "rpc"]  # a split's worker serves no requests
         if not workers:
             return []
         identity = self.link_identity()

@@ -13,18 +13,21 @@ from homellm.i18n import N_, _
 from homellm.serve.backends import BackendDown, ModelEntry, OpenAIBackend
 
 if TYPE_CHECKING:
-    from homellm.engine.supervisor import EngineModel
+    from homellm.engine.supervisor import EngineModel, EngineSupervisor
     from homellm.engine.tokens import PromptCounter
+    from homellm.hardware.types import HardwareProfile
+    from homellm.plan.fit import FitResult
     from homellm.plan.gguf_file import GGUFModel
 
 DEFAULT_CTX = 8192
 MIN_CTX = 2048
 
 
-def plan_model(path: Path, requested_ctx: int | None) -> tuple[str, int, int]:
-    """(alias, n_ctx, n_gpu_layers) so that the model fits this machine, per the advisor."""
+def fit_for_engine(path: Path, requested_ctx: int | None, hw: HardwareProfile | None = None) -> tuple[str, FitResult]:
+    """(alias, the advisor's fit): the context halves from the model's default until the model fits ``hw``
+    (this machine, with any worker's devices in ``hw.remotes``), unless a context was asked for."""
     from homellm.catalog import load_catalog
-    from homellm.hardware.detect import detect_hardware
+    from homellm.hardware.detect import apply_overrides, detect_hardware
     from homellm.plan.fit import fit_model, resolve_model
     from homellm.plan.memory import ContextParams
     from homellm.settings import get_settings
@@ -32,21 +35,27 @@ def plan_model(path: Path, requested_ctx: int | None) -> tuple[str, int, int]:
     catalog = load_catalog()
     model = resolve_model(str(path), None, catalog)
     alias = next((m.id for m in catalog.models if m.architecture == model.arch), path.stem.lower())
-    hw = detect_hardware(get_settings().models_path, catalog)
+    settings = get_settings()
+    hw = hw or apply_overrides(detect_hardware(settings.models_path, catalog), catalog, ram_gib=settings.ram_gib)
     ctx = requested_ctx or min(model.arch.n_ctx_train, DEFAULT_CTX)
     while True:
         fit = fit_model(model, ContextParams(ctx=ctx), hw, catalog)
         if fit.fits or requested_ctx or ctx <= MIN_CTX:
-            break
+            return alias, fit
         ctx //= 2
+
+
+def plan_model(path: Path, requested_ctx: int | None) -> tuple[str, int, int]:
+    """(alias, n_ctx, n_gpu_layers) so that the model fits this machine, per the advisor."""
+    alias, fit = fit_for_engine(path, requested_ctx)
     if not fit.fits:
         raise UsageError(
             _(
                 "{name} needs {gib:.1f} GiB at {ctx} tokens of context and does not fit this machine; "
                 "see `homellm fit` for a smaller quantization"
-            ).format(name=path.name, gib=fit.total_bytes / 1024**3, ctx=ctx)
+            ).format(name=path.name, gib=fit.total_bytes / 1024**3, ctx=fit.params.ctx)
         )
-    return alias, ctx, fit.gpu_layers
+    return alias, fit.params.ctx, fit.gpu_layers
 
 
 def find_ggufs(folder: Path) -> list[Path]:
@@ -72,16 +81,32 @@ class EngineBackend(OpenAIBackend):
     stops_on_disconnect = False  # llama-cpp-python finishes a non-streamed generation whatever the client does
     answers_while_busy = False  # its server answers nothing else while it generates (one lock)
 
-    def __init__(self, paths: list[Path], workdir: Path, ctx: int | None, port: int, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        paths: list[Path],
+        workdir: Path,
+        ctx: int | None,
+        port: int,
+        idle_timeout: float,
+        worker: str | None = None,
+    ) -> None:
         from homellm.engine.supervisor import EngineModel, EngineSupervisor
 
-        models: list[EngineModel] = []
-        for p in paths:
-            alias, n_ctx, ngl = plan_model(p, ctx)
-            if any(m.alias == alias for m in models):
-                alias = p.stem.lower()
-            models.append(EngineModel(alias, p, n_ctx, ngl))
-        self.supervisor = EngineSupervisor(models, workdir, port)
+        self.supervisor: EngineSupervisor
+        if worker is not None:
+            from homellm.split.serving import SplitSupervisor, plan_split_model
+
+            if len(paths) != 1:
+                raise UsageError(_("--with splits one model: give it with --model"))
+            self.supervisor = SplitSupervisor(plan_split_model(paths[0], ctx, worker), workdir, port)
+        else:
+            models: list[EngineModel] = []
+            for p in paths:
+                alias, n_ctx, ngl = plan_model(p, ctx)
+                if any(m.alias == alias for m in models):
+                    alias = p.stem.lower()
+                models.append(EngineModel(alias, p, n_ctx, ngl))
+            self.supervisor = EngineSupervisor(models, workdir, port)
         self._counters: dict[str, PromptCounter] = {}
         super().__init__(self.supervisor.url, idle_timeout)
 
@@ -94,6 +119,8 @@ class EngineBackend(OpenAIBackend):
         await super().close()
 
     def ready(self) -> None:
+        if self.supervisor.unavailable:
+            raise BackendDown(503, self.supervisor.unavailable, headers={"Retry-After": "5"})
         if not self.supervisor.ready:
             raise BackendDown(
                 503, _("the engine is starting or restarting; retry in a few seconds"), headers={"Retry-After": "5"}
@@ -105,12 +132,12 @@ class EngineBackend(OpenAIBackend):
         A killed process's sockets close before it can be reaped, so its exit is waited for a moment."""
         proc = self.supervisor.process
         for _wait in range(DEATH_CHECKS):
-            if proc is None or proc.poll() is not None:
+            if proc is None or proc.poll() is not None or self.supervisor.lost_worker():
                 break
             await asyncio.sleep(DEATH_CHECK_S)
-        if (proc is not None and proc.poll() is not None) or not self.supervisor.ready:
-            return BackendDown(503, _("the engine is restarting after a crash; retry in a few seconds"),
-                               headers={"Retry-After": "5"})  # fmt: skip
+        gone = (proc is not None and proc.poll() is not None) or self.supervisor.lost_worker()
+        if gone or not self.supervisor.ready:
+            return BackendDown(503, self.supervisor.crash_message(), headers={"Retry-After": "5"})
         return await super().failure(exc)
 
     def _model(self, name: str) -> EngineModel | None:
@@ -207,6 +234,9 @@ class EngineBackend(OpenAIBackend):
             return None
 
     def describe(self) -> str:
+        split = self.supervisor.describe_split()
+        if split:
+            return split
         names = ", ".join(
             _("{alias} (ctx {ctx}, {ngl} GPU layers)").format(alias=m.alias, ctx=m.n_ctx, ngl=m.n_gpu_layers)
             for m in self.supervisor.models

@@ -40,6 +40,8 @@ class Plan:
 def make_backend(settings: Settings, models: list[Path] | None = None) -> Backend:
     """--backend URL, --model PATH / models folder (embedded engine), in that order."""
     if settings.backend:
+        if settings.worker:
+            raise UsageError(_("--with splits a model of the embedded engine: give --model, not --backend"))
         return asyncio.run(detect_backend(settings.backend, settings.idle_timeout_s))
     paths = models or ([settings.model] if settings.model else [])
     if not paths:
@@ -55,8 +57,9 @@ def make_backend(settings: Settings, models: list[Path] | None = None) -> Backen
         if not p.is_file():
             raise UsageError(_("no such file: {path}").format(path=p))
     return EngineBackend(
-        paths, settings.home / "engine", settings.engine_ctx, settings.engine_port, settings.idle_timeout_s
-    )
+        paths, settings.home / "engine", settings.engine_ctx, settings.engine_port, settings.idle_timeout_s,
+        settings.worker,
+    )  # fmt: skip
 
 
 def check_exposure_rules(settings: Settings, active_keys: int) -> list[str]:

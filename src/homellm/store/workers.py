@@ -16,8 +16,8 @@ from typing import Literal
 from homellm.errors import NotFoundError, UsageError
 from homellm.i18n import _
 
-Offer = Literal["ollama", "openai", "engine"]
-OFFERS: tuple[Offer, ...] = ("ollama", "openai", "engine")
+Offer = Literal["ollama", "openai", "engine", "rpc"]  # rpc: it lends its device to a split (join --rpc)
+OFFERS: tuple[Offer, ...] = ("ollama", "openai", "engine", "rpc")
 
 
 @dataclass(frozen=True)
