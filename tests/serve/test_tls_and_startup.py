@@ -91,7 +91,7 @@ def test_serve_refuses_to_listen_insecurely_from_the_cli(tmp_path: Path) -> None
     r = subprocess.run([homellm_exe(), "serve", "--backend", "http://127.0.0.1:9", "--host", "0.0.0.0", "--no-tls"],
                        capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert r.returncode == 2
-    assert "refusing to listen on 0.0.0.0: TLS is off and there is no API key" in r.stderr
+    assert "refusing to listen on 0.0.0.0: TLS is off; there is no API key" in r.stderr
     assert "Traceback" not in r.stderr
 
 
