@@ -139,6 +139,7 @@ class Gateway:
             self.checks.release(ctx)
             if ctx.lease is not None:
                 ctx.lease.release()
+            ctx.stats.settle()  # what the backend reported, before the quotas and the usage log count it
             if ctx.quota:
                 self.quotas.finish(ctx)
             self.accounting.finish(ctx)
