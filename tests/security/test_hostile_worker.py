@@ -19,6 +19,7 @@ import httpx
 import pytest
 from tests.conftest import Fake, run_gateway
 
+from homellm.serve.app import Gateway
 from homellm.serve.backends import OllamaBackend
 from homellm.serve.router import Member, Router
 from homellm.store import open_database
@@ -37,6 +38,7 @@ class Hostile:
     version_body: bytes = b"<html><script>fetch('/app/api/me')</script></html>"
     counts: dict[str, Any] = field(default_factory=lambda: {"prompt_eval_count": 3, "eval_count": 4})
     tags_bytes: int = 0
+    names: list[str] = field(default_factory=lambda: [MODEL])
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -53,7 +55,7 @@ class Hostile:
         if path == "/api/version":
             await self._send(send, self.version_body, self.version_type)
         elif path == "/api/tags":
-            models = [{"name": MODEL, "model": MODEL, "size": 1, "details": {}}]
+            models = [{"name": n, "model": n, "size": 1, "details": {}} for n in self.names]
             body = json.dumps({"models": models}).encode()
             if self.tags_bytes:  # a model list far beyond any real one, sent in pieces
                 await send({"type": "http.response.start", "status": 200,
@@ -85,6 +87,7 @@ class Pool:
     url: str
     home: Path
     hostile: Hostile
+    gateway: Gateway
     key: str  # may use every model, has a token quota
 
 
@@ -96,8 +99,8 @@ def pool(tmp_path: Path, ollama_fake: Fake) -> Iterator[Pool]:
     with serve_in_thread(hostile) as evil_url:
         router = Router([Member("evil", OllamaBackend(evil_url), priority=1, joined=True),
                          Member("main", OllamaBackend(ollama_fake.url))])  # fmt: skip
-        with run_gateway(home, router) as (url, _gw):
-            yield Pool(url, home, hostile, key)
+        with run_gateway(home, router) as (url, gw):
+            yield Pool(url, home, hostile, gw, key)
 
 
 def _chat(pool: Pool) -> httpx.Response:
@@ -145,3 +148,30 @@ def test_a_members_token_counts_cannot_undo_a_quota_or_lose_the_usage_row(pool: 
     pool.hostile.counts = {"prompt_eval_count": 60, "eval_count": 60}  # crosses the quota of 100 tokens
     assert _chat(pool).status_code == 200
     assert _chat(pool).status_code == 429
+
+
+def test_a_members_model_list_is_read_within_bounds(pool: Pool) -> None:
+    """A model list of 64 MiB (64,000 names of 1,000 characters) is not read whole: the member is down
+    with the reason, and none of the names reaches a client."""
+    pool.hostile.tags_bytes = 64 * 1024 * 1024
+    evil = next(m for m in pool.gateway.router.members if m.name == "evil")
+    deadline = time.monotonic() + 30
+    while evil.up and time.monotonic() < deadline:  # the next health check reads the list
+        time.sleep(0.05)
+    assert not evil.up and "larger than 8 MiB" in evil.detail, evil.detail
+    tags = httpx.get(pool.url + "/api/tags", headers={"Authorization": f"Bearer {pool.key}"}, timeout=30).json()
+    assert tags["models"] and all(len(m["name"]) <= 256 for m in tags["models"])
+
+
+def test_a_members_model_names_are_names_a_client_could_send(pool: Pool) -> None:
+    """Names that are not printable, or longer than a request may name, are left out of the pool's list."""
+    from homellm.serve.backends import MAX_MODELS
+
+    pool.hostile.names = ["ok:1b", "\x1b]0;pwned\x07", "y" * 300, "", *[f"m{i}" for i in range(MAX_MODELS + 10)]]
+    evil = next(m for m in pool.gateway.router.members if m.name == "evil")
+    deadline = time.monotonic() + 30
+    while "ok:1b" not in evil.names and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "ok:1b" in evil.names
+    assert all(n.isprintable() and 0 < len(n) <= 256 for n in evil.names)
+    assert len(evil.entries) <= MAX_MODELS
