@@ -67,6 +67,14 @@ def _models(body: dict[str, Any]) -> list[str] | None:
     return [m.strip() for m in value if m.strip()]
 
 
+def _within(key: ApiKey | None, models: list[str] | None) -> None:
+    """An admin key limited to some models hands out (keys, pairing codes) no model it may not use itself."""
+    assert key is not None
+    if key.models is not None and (models is None or not all(key.may_use(m) for m in models)):
+        raise GatewayError(403, _("key {key!r} may only hand out the models it may use: {models}").format(
+            key=key.name, models=", ".join(key.models)))  # fmt: skip
+
+
 class WebApp:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
@@ -250,7 +258,9 @@ class WebApp:
         if expires is not None and not isinstance(expires, str):
             raise GatewayError(400, _('"expires" must be a duration like 30d, or null'))
         lifetime = parse_duration(expires) if expires else None
-        key, secret = self.gw.keys.create(_string(body, "name", 64), _models(body), admin, lifetime)
+        models = _models(body)
+        _within(ctx.key, models)
+        key, secret = self.gw.keys.create(_string(body, "name", 64), models, admin, lifetime)
         import time
 
         return _json({"key": key_data(key, time.time()), "secret": secret, **self._link(ctx, key=secret)})
@@ -268,7 +278,9 @@ class WebApp:
 
     async def open_code(self, ctx: Ctx, body: dict[str, Any]) -> Reply:
         """``{"models"}`` -> a one-time pairing code (5 minutes) and its link as a QR code."""
-        code = self.gw.pairing.new_code(_models(body))
+        models = _models(body)
+        _within(ctx.key, models)
+        code = self.gw.pairing.new_code(models)
         return _json({"id": code.id, "code": str(code.code), "expires_at": code.expires_at,
                       **self._link(ctx, pair=str(code.code))})  # fmt: skip
 

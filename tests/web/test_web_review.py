@@ -1,0 +1,38 @@
+"""Holes a review found in the web app's server side, kept as regression tests: an admin key limited to some
+models cannot hand out more through the household page, and a browser cannot spend a code meant for a worker."""
+
+from __future__ import annotations
+
+import contextlib
+
+from tests.web.test_web_gateway import Web, web  # noqa: F401 - the fixture
+
+from homellm.store import open_database
+from homellm.store.keys import KeyStore
+from homellm.store.pairing import Pairing
+
+
+def test_an_admin_limited_to_some_models_hands_out_no_more_than_it_has(web: Web) -> None:  # noqa: F811
+    narrow = KeyStore(open_database(web.home)).create("narrow-admin", ["fake:small"], admin=True)[1]
+    c, csrf = web.signed_in(narrow)
+    h = {"X-CSRF-Token": csrf}
+    with contextlib.closing(c):
+        for models in (None, ["fake:large"], ["fake:small", "other"]):
+            r = c.post("/app/api/admin/keys", json={"name": "wider", "models": models, "admin": True}, headers=h)
+            assert r.status_code == 403, (models, r.text)
+            assert c.post("/app/api/admin/codes", json={"models": models}, headers=h).status_code == 403
+        ok = c.post("/app/api/admin/keys", json={"name": "same", "models": ["fake:small"]}, headers=h)
+        assert ok.status_code == 200 and ok.json()["key"]["models"] == ["fake:small"]
+        assert c.post("/app/api/admin/codes", json={"models": ["fake:small"]}, headers=h).status_code == 200
+    names = {k.name: k.models for k in KeyStore(open_database(web.home)).list()}
+    assert "wider" not in names and names["same"] == ("fake:small",)
+
+
+def test_a_code_for_a_worker_is_no_device_code_in_a_browser(web: Web) -> None:  # noqa: F811
+    store = Pairing(open_database(web.home))
+    code = store.new_code(None, worker={"priority": 0, "weight": 1.0, "max_concurrency": 0, "name": None})
+    with web.client() as phone:
+        r = phone.post("/app/api/pair", json={"code": str(code.code), "device": "Pixel 8"})
+        assert r.status_code == 400, r.text
+    assert store.is_open(code.id)  # not spent: the worker it was made for can still join
+    assert "Pixel 8" not in {k.name for k in KeyStore(open_database(web.home)).list()}
