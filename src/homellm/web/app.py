@@ -70,9 +70,11 @@ def _models(body: dict[str, Any]) -> list[str] | None:
 def _within(key: ApiKey | None, models: list[str] | None) -> None:
     """An admin key limited to some models hands out (keys, pairing codes) no model it may not use itself."""
     assert key is not None
-    if key.models is not None and (models is None or not all(key.may_use(m) for m in models)):
-        raise GatewayError(403, _("key {key!r} may only hand out the models it may use: {models}").format(
-            key=key.name, models=", ".join(key.models)))  # fmt: skip
+    if key.models is None:
+        return
+    beyond = _("every model") if models is None else next((m for m in models if not key.may_use(m)), None)
+    if beyond is not None:
+        raise GatewayError(403, _("key {key!r} may not use model {model!r}").format(key=key.name, model=beyond))
 
 
 class WebApp:
