@@ -36,3 +36,13 @@ def test_a_code_for_a_worker_is_no_device_code_in_a_browser(web: Web) -> None:  
         assert r.status_code == 400, r.text
     assert store.is_open(code.id)  # not spent: the worker it was made for can still join
     assert "Pixel 8" not in {k.name for k in KeyStore(open_database(web.home)).list()}
+
+
+def test_an_admin_limited_to_some_models_sees_only_those_on_the_server_page(web: Web) -> None:  # noqa: F811
+    narrow = KeyStore(open_database(web.home)).create("narrow-admin", ["fake:small"], admin=True)[1]
+    c, _csrf = web.signed_in(narrow)
+    with contextlib.closing(c):
+        data = c.get("/app/api/admin/server").json()
+    assert [m["name"] for m in data["models"]] == ["fake:small"]
+    assert [m["name"] for m in data["loaded"]] == ["fake:small"]
+    assert "127.0.0.1" not in data["backend"]["describe"]  # the backend's address, as /homellm/health hides it

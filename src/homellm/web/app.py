@@ -300,4 +300,5 @@ class WebApp:
     async def server(self, ctx: Ctx, body: dict[str, Any]) -> Reply:
         from homellm.web.household import server
 
-        return _json(await server(self.gw))
+        assert ctx.key is not None
+        return _json(await server(self.gw, ctx.key))
