@@ -46,3 +46,24 @@ def test_an_admin_limited_to_some_models_sees_only_those_on_the_server_page(web:
     assert [m["name"] for m in data["models"]] == ["fake:small"]
     assert [m["name"] for m in data["loaded"]] == ["fake:small"]
     assert "127.0.0.1" not in data["backend"]["describe"]  # the backend's address, as /homellm/health hides it
+
+
+def _declared_only(server: Web, path: str, length: int) -> bytes:
+    """Send only the headers of a POST declaring ``length`` bytes of body, and read the answer: a route that
+    takes small bodies answers at once, instead of waiting for (and holding) up to the largest body."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(server.tls.cert))
+    host, port = server.url.removeprefix("https://").rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as raw, context.wrap_socket(raw, server_hostname=host) as s:
+        s.settimeout(20)  # the gateway allows a body 60 s: an answer before that is one that did not wait
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {length}\r\n\r\n".encode())  # fmt: skip
+        return s.recv(4096)
+
+
+def test_a_stranger_cannot_make_the_gateway_wait_for_a_large_body_on_the_routes_without_a_key(web: Web) -> None:  # noqa: F811
+    for path in ("/app/api/session", "/app/api/pair", "/homellm/pair"):
+        answer = _declared_only(web, path, 1024 * 1024)
+        assert answer.startswith(b"HTTP/1.1 413"), (path, answer[:100])

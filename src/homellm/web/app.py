@@ -178,10 +178,7 @@ class WebApp:
             raise GatewayError(415, _("send the body as application/json"))
         from homellm.serve.body import parse_object
 
-        raw = await self.gw.checks.read_body(ctx, receive)
-        if len(raw) > MAX_WEB_BODY:
-            raise GatewayError(413, _("the request body is larger than {n} bytes").format(n=MAX_WEB_BODY))
-        return parse_object(raw)
+        return parse_object(await self.gw.checks.read_body(ctx, receive, MAX_WEB_BODY))
 
     def _signed_in(self, key: ApiKey) -> Reply:
         token, _session = self.store.create(key.name)
