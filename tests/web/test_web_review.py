@@ -24,8 +24,12 @@ def test_an_admin_limited_to_some_models_hands_out_no_more_than_it_has(web: Web)
         ok = c.post("/app/api/admin/keys", json={"name": "same", "models": ["fake:small"]}, headers=h)
         assert ok.status_code == 200 and ok.json()["key"]["models"] == ["fake:small"]
         assert c.post("/app/api/admin/codes", json={"models": ["fake:small"]}, headers=h).status_code == 200
+        # nor does it revoke a key that may use more than it may (the household's unlimited admin)
+        assert c.post("/app/api/admin/keys/revoke", json={"name": "admin"}, headers=h).status_code == 403
+        assert c.post("/app/api/admin/keys/revoke", json={"name": "same"}, headers=h).status_code == 200
     names = {k.name: k.models for k in KeyStore(open_database(web.home)).list()}
     assert "wider" not in names and names["same"] == ("fake:small",)
+    assert KeyStore(open_database(web.home)).get("admin").active()
 
 
 def test_a_code_for_a_worker_is_no_device_code_in_a_browser(web: Web) -> None:  # noqa: F811

@@ -68,7 +68,8 @@ def _models(body: dict[str, Any]) -> list[str] | None:
 
 
 def _within(key: ApiKey | None, models: list[str] | None) -> None:
-    """An admin key limited to some models hands out (keys, pairing codes) no model it may not use itself."""
+    """An admin key limited to some models hands out (keys, pairing codes) no model it may not use itself,
+    and revokes no key that may use more than it may."""
     assert key is not None
     if key.models is None:
         return
@@ -270,7 +271,10 @@ class WebApp:
 
         from homellm.web.household import key_data
 
-        key = self.gw.keys.revoke(_string(body, "name", 64))
+        name = _string(body, "name", 64)
+        target = self.gw.keys.get(name)
+        _within(ctx.key, list(target.models) if target.models is not None else None)  # no wider key than its own
+        key = self.gw.keys.revoke(name)
         ended = self.store.delete_for_key(key.name)
         self.gw.key_cache.refresh(force=True)
         return _json({"key": key_data(key, time.time()), "sessions_ended": ended})
