@@ -36,3 +36,16 @@ def test_revoking_a_key_ends_its_sessions(tmp_path: Path) -> None:
     c, _ = store.create("laptop")
     assert store.count("phone") == 2 and store.delete_for_key("phone") == 2
     assert store.get(a) is None and store.get(b) is None and store.get(c) is not None
+
+
+def test_a_key_keeps_a_bounded_number_of_sessions(tmp_path: Path) -> None:
+    """Signing in again and again (20 a minute per address, each session living 30 days) cannot grow the
+    table without bound: a key's oldest sessions give way to its newest."""
+    from homellm.store.sessions import MAX_SESSIONS_PER_KEY
+
+    store = SessionStore(open_database(tmp_path))
+    tokens = [store.create("phone", now=float(i))[0] for i in range(MAX_SESSIONS_PER_KEY + 10)]
+    other, _ = store.create("laptop", now=0.5)
+    assert store.count("phone", now=100.0) == MAX_SESSIONS_PER_KEY
+    assert store.get(tokens[-1], now=100.0) is not None and store.get(tokens[0], now=100.0) is None
+    assert store.get(other, now=100.0) is not None  # another key's sessions are its own

@@ -139,6 +139,7 @@ class Gateway:
             self.checks.release(ctx)
             if ctx.lease is not None:
                 ctx.lease.release()
+            ctx.stats.settle()  # what the backend reported, before the quotas and the usage log count it
             if ctx.quota:
                 self.quotas.finish(ctx)
             self.accounting.finish(ctx)
@@ -189,7 +190,9 @@ class Gateway:
     async def _route(self, route: Route, ctx: Ctx, receive: Receive, path_model: str | None) -> Reply:
         checks = self.checks
         if route.op == "pair":
-            ctx.raw = await checks.read_body(ctx, receive)
+            from homellm.serve.pairing import MAX_BODY_BYTES
+
+            ctx.raw = await checks.read_body(ctx, receive, MAX_BODY_BYTES)
             return await self._pair(ctx)
         if route.public:
             if route.op == "root" and "text/html" in ctx.headers.get("accept", ""):

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 ApiKind = Literal["ollama", "openai"]
 JSON_HEADERS = {"Content-Type": "application/json"}
+# what the gateway reads whole from a backend: a pool member that sent more would fill this machine's memory
+MAX_ANSWER_BYTES = 256 * 1024 * 1024  # a non-streamed answer (embeddings of many inputs are the largest)
+MAX_LISTING_BYTES = 8 * 1024 * 1024  # a model list or health answer: thousands of models
+MAX_MODELS = 4096  # models taken from one backend's list
 
 
 class BackendDown(GatewayError):
@@ -80,10 +84,15 @@ class Backend:
         except (OSError, TimeoutError) as exc:
             raise await self.failure(exc) from exc
 
-    async def read(self, resp: UpstreamResponse) -> bytes:
-        """The whole body of an answer; transport errors become 502/504."""
+    async def read(self, resp: UpstreamResponse, limit: int = MAX_ANSWER_BYTES) -> bytes:
+        """The whole body of an answer, at most ``limit`` bytes (502 beyond); transport errors become 502/504."""
+        from homellm.serve.upstream import AnswerTooLarge
+
         try:
-            return await resp.read()
+            return await resp.read(limit)
+        except AnswerTooLarge as exc:
+            raise GatewayError(502, _("{backend} sent an answer larger than {n} MiB").format(
+                backend=_(self.label), n=exc.limit // (1024 * 1024))) from None  # fmt: skip
         except (OSError, TimeoutError) as exc:
             raise await self.failure(exc) from exc
         finally:
@@ -91,7 +100,7 @@ class Backend:
 
     async def get_json(self, path: str) -> dict[str, Any]:
         resp = await self.open("GET", path)
-        content = await self.read(resp)
+        content = await self.read(resp, MAX_LISTING_BYTES)
         if resp.status >= 400:
             raise GatewayError(
                 502,
@@ -106,28 +115,36 @@ class Backend:
         return data if isinstance(data, dict) else {}
 
     async def models(self) -> list[ModelEntry]:
-        """The models the backend serves."""
+        """The models the backend serves: at most :data:`MAX_MODELS`, each named as a client could name it
+        (a printable name of at most 256 characters; others are left out, whatever sent them)."""
         if self.kind == "ollama":
             data = await self.get_json("/api/tags")
+            listed = data.get("models")
             return [
                 ModelEntry(
-                    str(m.get("name", "")),
-                    int(m.get("size") or 0),
-                    m.get("details") or {},
-                    str(m.get("digest", "")),
-                    str(m.get("modified_at", "")),
+                    m["name"],
+                    m["size"] if type(m.get("size")) is int else 0,
+                    m["details"] if isinstance(m.get("details"), dict) else {},
+                    str(m.get("digest", ""))[:100],
+                    str(m.get("modified_at", ""))[:100],
                 )
-                for m in data.get("models", [])
-                if isinstance(m, dict)
+                for m in (listed if isinstance(listed, list) else [])[:MAX_MODELS]
+                if isinstance(m, dict) and _model_name(m.get("name"))
             ]
         data = await self.get_json("/v1/models")
-        return [ModelEntry(str(m.get("id", ""))) for m in data.get("data", []) if isinstance(m, dict)]
+        listed = data.get("data")
+        return [
+            ModelEntry(m["id"])
+            for m in (listed if isinstance(listed, list) else [])[:MAX_MODELS]
+            if isinstance(m, dict) and _model_name(m.get("id"))
+        ]
 
     async def loaded(self) -> list[dict[str, Any]]:
         """The models loaded in memory now, in Ollama's ``/api/ps`` shape."""
         if self.kind == "ollama":
             data = await self.get_json("/api/ps")
-            return [m for m in data.get("models", []) if isinstance(m, dict)]
+            listed = data.get("models")
+            return [m for m in (listed if isinstance(listed, list) else [])[:MAX_MODELS] if isinstance(m, dict)]
         return []
 
     async def probe(self) -> tuple[list[ModelEntry], list[dict[str, Any]]]:
@@ -166,6 +183,12 @@ class Backend:
                 backend=_(self.label), s=self.idle_timeout))  # fmt: skip
         return BackendDown(502, _("{backend} closed the connection before the answer was complete").format(
             backend=_(self.label)))  # fmt: skip
+
+
+def _model_name(value: object) -> bool:
+    from homellm.serve.request import MAX_MODEL_NAME
+
+    return isinstance(value, str) and 0 < len(value) <= MAX_MODEL_NAME and value.isprintable() and bool(value.strip())
 
 
 class OllamaBackend(Backend):

@@ -114,9 +114,11 @@ class Checks:
 
     # ---- the body -----------------------------------------------------------------------
 
-    async def read_body(self, ctx: Ctx, receive: Receive) -> bytes:
-        """The whole body, refused beyond the size limit (the server's protocol bounds how long it may take)."""
-        limit = self.settings.max_body_bytes
+    async def read_body(self, ctx: Ctx, receive: Receive, limit: int | None = None) -> bytes:
+        """The whole body, refused beyond ``limit`` (default: the setting; the server's protocol bounds how
+        long it may take). Routes that take small bodies without a key pass their own, so that a stranger
+        cannot make the gateway hold the largest body once per connection."""
+        limit = self.settings.max_body_bytes if limit is None else min(limit, self.settings.max_body_bytes)
         declared = ctx.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():

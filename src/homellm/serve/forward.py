@@ -38,6 +38,11 @@ T = TypeVar("T")
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 MODELS_TTL = 10.0
+# a backend's whole answer goes out as one of these types, never as its own choice: a pool member that
+# answered with HTML would otherwise serve a page from the gateway's origin, where a signed-in browser's
+# session cookie works (the web app)
+ANSWER_TYPES = frozenset({"application/json", "application/x-ndjson", "text/plain"})
+ANSWER_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
 
 
 class Forwarder:
@@ -258,7 +263,7 @@ class Forwarder:
         if pool_embeddings:
             content = _pool_openai_embeddings(content)
         _note_usage(ctx, content)
-        return BytesReply(content, upstream.status, (ctype or "application/json").encode("latin-1"))
+        return BytesReply(content, upstream.status, answer_type(ctype), ANSWER_HEADERS)
 
     async def _openai_collected(
         self, b: Backend, route: Route, ctx: Ctx, receive: Receive, body: dict[str, Any]
@@ -434,6 +439,15 @@ class Forwarder:
             else _("{backend} (models hidden for this key)").format(backend=_(b.label))
         )
         return json_reply({"backend": "ok", "describe": describe, "models": len(names)})
+
+
+def answer_type(ctype: str) -> bytes:
+    """The ``Content-Type`` of a backend's whole answer as the gateway sends it: JSON unless the backend
+    said JSON, NDJSON or plain text (parameters dropped; text is UTF-8)."""
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media not in ANSWER_TYPES:
+        media = "application/json"
+    return (media + "; charset=utf-8" if media == "text/plain" else media).encode()
 
 
 def backend_error(status: int, content: bytes) -> GatewayError:

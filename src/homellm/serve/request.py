@@ -23,6 +23,7 @@ Send = Callable[[Message], Awaitable[None]]
 Reply = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_MODEL_NAME = 256  # longer names are refused, never logged
+MAX_TOKENS = 10**12  # a token count beyond this is no count (SQLite's integers end at 2**63)
 # set in a request's scope by the gateway (the task serving it) and by the server's protocol (why it ended)
 REQUEST_TASK = "homellm.task"
 CLIENT_GONE = "homellm.client_gone"
@@ -44,6 +45,12 @@ class Stats:
     queue_position: int | None = None
     backend: str | None = None  # the pool member that answered (None with a single backend)
 
+    def settle(self) -> None:
+        """The token counts as the usage log and the quotas take them: a backend reports them, and a pool
+        member may lie, so anything but a whole number from 0 to :data:`MAX_TOKENS` counts as unknown."""
+        self.prompt_tokens = token_count(self.prompt_tokens)
+        self.completion_tokens = token_count(self.completion_tokens)
+
     def mark_first(self) -> None:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
@@ -54,6 +61,11 @@ class Stats:
 
     def fail(self, status: int, message: str) -> None:
         self.error_status, self.error = status, message
+
+
+def token_count(value: object) -> int | None:
+    """A backend's token count, or None when it is not one (a string, a bool, negative, absurdly large)."""
+    return value if type(value) is int and 0 <= value <= MAX_TOKENS else None
 
 
 @dataclass(slots=True)

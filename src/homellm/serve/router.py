@@ -81,7 +81,8 @@ class Member:
     up: bool = True
     detail: str = ""  # why it is down
     entries: list[ModelEntry] = field(default_factory=list)
-    names: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()  # its models as Ollama reads them (``x`` is ``x:latest``)
+    exact: frozenset[str] = frozenset()  # its models as it lists them
     ps: list[dict[str, Any]] = field(default_factory=list)
     loaded: set[str] = field(default_factory=set)
     outstanding: int = 0
@@ -93,7 +94,12 @@ class Member:
     breaker: Breaker = field(default_factory=Breaker)
 
     def has(self, model: str) -> bool:
-        return model_key(model) in self.names
+        """Whether it serves ``model`` under that name. Only Ollama reads ``x:latest`` as ``x``: an
+        OpenAI-compatible server (llama-cpp-python's, the embedded engine's) answers a name it does not
+        list with its default model, which the key may not be allowed to use."""
+        if self.backend.kind == "ollama":
+            return model_key(model) in self.names
+        return model in self.exact
 
     def warm(self, model: str) -> bool:
         return model_key(model) in self.loaded
@@ -113,6 +119,7 @@ class Member:
     def learn(self, entries: list[ModelEntry], ps: list[dict[str, Any]]) -> None:
         self.entries = entries
         self.names = frozenset(model_key(e.name) for e in entries)
+        self.exact = frozenset(e.name for e in entries)
         self.ps = ps
         self.loaded = {model_key(str(m.get("name") or m.get("model") or "")) for m in ps}
 
@@ -327,7 +334,7 @@ class Router:
             if (
                 (m.max_concurrency and m.outstanding >= m.max_concurrency)
                 or not m.up
-                or (wanted is not None and wanted not in m.names)
+                or (model is not None and not m.has(model))
                 or (exclude and m.name in exclude)
                 or not m.breaker.allows()
             ):

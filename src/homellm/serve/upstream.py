@@ -38,6 +38,14 @@ class UpstreamAborted(ConnectionError):
     """The gateway gave up on the backend (it stopped answering): fail now, and never retry it here."""
 
 
+class AnswerTooLarge(Exception):
+    """The backend's answer was larger than the gateway reads whole (a pool member may be hostile)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 class ConnectFailed(OSError):
     """The backend could not be reached (refused, unresolvable, or no answer within the connect timeout)."""
 
@@ -208,9 +216,15 @@ class UpstreamResponse:
         while (data := await self._next()) is not None:
             yield data
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body; :class:`AnswerTooLarge` (and the connection closed) beyond ``limit`` bytes."""
         parts = []
+        size = 0
         while (data := await self._next()) is not None:
+            size += len(data)
+            if limit is not None and size > limit:
+                self.close()
+                raise AnswerTooLarge(limit)
             parts.append(data)
         self.release()
         return b"".join(parts)

@@ -180,7 +180,8 @@ class Pairing:
         """
         now = time.time()
         row = self.db.execute(
-            "DELETE FROM pairing_codes WHERE id = ? AND expires_at > ? RETURNING models", (code_id, now)
+            "DELETE FROM pairing_codes WHERE id = ? AND expires_at > ? AND worker IS NULL RETURNING models",
+            (code_id, now),
         ).fetchone()
         if row is None:
             return None

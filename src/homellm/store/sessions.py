@@ -18,6 +18,7 @@ from dataclasses import dataclass
 SESSION_TTL = 30 * 86400.0
 TOKEN_BYTES = 32
 MAX_TOKEN_LENGTH = 64  # a longer cookie value is no token of ours
+MAX_SESSIONS_PER_KEY = 64  # a key's oldest sessions give way to its newest beyond this
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ class SessionStore:
         self.db.execute(
             "INSERT INTO web_sessions (hash, key_name, csrf, created_at, expires_at) VALUES (?,?,?,?,?)",
             (_hash(token), key_name, session.csrf, now, session.expires_at),
+        )
+        self.db.execute(  # signing in again and again must not grow the table without bound
+            "DELETE FROM web_sessions WHERE key_name = ? AND hash NOT IN (SELECT hash FROM web_sessions"
+            " WHERE key_name = ? ORDER BY created_at DESC LIMIT ?)",
+            (key_name, key_name, MAX_SESSIONS_PER_KEY),
         )
         return token, session
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
@@ -11,6 +12,10 @@ from typing import Any, NamedTuple
 
 from homellm.errors import UsageError
 from homellm.i18n import _
+
+log = logging.getLogger("homellm.gateway")
+# what SQLite may raise for one record (OverflowError: an integer beyond 64 bits) or for the whole batch
+ROW_ERRORS = (sqlite3.Error, ValueError, TypeError, ArithmeticError)
 
 
 class UsageRecord(NamedTuple):
@@ -74,7 +79,21 @@ class UsageWriter:
                 except queue.Empty:
                     break
             stop = None in batch
-            self._write([r for r in batch if r is not None])
+            self._write_each([r for r in batch if r is not None])
+
+    def _write_each(self, records: list[UsageRecord]) -> None:
+        """Write a batch; when it fails, its records one by one, so that a record SQLite refuses costs only
+        its own row and never stops this thread (which would end the usage log and the quotas' count)."""
+        try:
+            self._write(records)
+            return
+        except ROW_ERRORS:
+            pass
+        for r in records:
+            try:
+                self._write([r])
+            except ROW_ERRORS as exc:
+                log.error("a usage row could not be written (%s): %r", exc, r[:8])
 
     def _write(self, records: list[UsageRecord]) -> None:
         if not records:

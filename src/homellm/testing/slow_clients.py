@@ -1,8 +1,8 @@
 """Slow and stalled connections (slowloris) for the gateway's connection guards.
 
 * ``headers``: a request line and part of the headers, then nothing (or one more byte at a time);
-* ``body``: complete headers of an unauthenticated ``POST /homellm/pair`` announcing a body that
-  never finishes;
+* ``body``: complete headers of an unauthenticated ``POST /homellm/pair`` announcing a body (within the
+  4 KiB that route takes: a larger one is refused at once) that never finishes;
 * ``handshake``: a TCP connection to a TLS port that never starts the TLS handshake.
 
 Each connection can come from its own loopback address (127.0.0.2, 127.0.0.3, ...: Linux routes
@@ -109,7 +109,7 @@ def _first_bytes(mode: str, host_header: str) -> bytes:
         return f"POST /api/chat HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: applic".encode()
     return (
         f"POST /homellm/pair HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: application/json\r\n"
-        'Content-Length: 100000\r\n\r\n{"code": "'
+        'Content-Length: 4000\r\n\r\n{"code": "'
     ).encode()
 
 

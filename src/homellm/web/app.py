@@ -67,6 +67,17 @@ def _models(body: dict[str, Any]) -> list[str] | None:
     return [m.strip() for m in value if m.strip()]
 
 
+def _within(key: ApiKey | None, models: list[str] | None) -> None:
+    """An admin key limited to some models hands out (keys, pairing codes) no model it may not use itself,
+    and revokes no key that may use more than it may."""
+    assert key is not None
+    if key.models is None:
+        return
+    beyond = _("every model") if models is None else next((m for m in models if not key.may_use(m)), None)
+    if beyond is not None:
+        raise GatewayError(403, _("key {key!r} may not use model {model!r}").format(key=key.name, model=beyond))
+
+
 class WebApp:
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
@@ -168,10 +179,7 @@ class WebApp:
             raise GatewayError(415, _("send the body as application/json"))
         from homellm.serve.body import parse_object
 
-        raw = await self.gw.checks.read_body(ctx, receive)
-        if len(raw) > MAX_WEB_BODY:
-            raise GatewayError(413, _("the request body is larger than {n} bytes").format(n=MAX_WEB_BODY))
-        return parse_object(raw)
+        return parse_object(await self.gw.checks.read_body(ctx, receive, MAX_WEB_BODY))
 
     def _signed_in(self, key: ApiKey) -> Reply:
         token, _session = self.store.create(key.name)
@@ -250,7 +258,9 @@ class WebApp:
         if expires is not None and not isinstance(expires, str):
             raise GatewayError(400, _('"expires" must be a duration like 30d, or null'))
         lifetime = parse_duration(expires) if expires else None
-        key, secret = self.gw.keys.create(_string(body, "name", 64), _models(body), admin, lifetime)
+        models = _models(body)
+        _within(ctx.key, models)
+        key, secret = self.gw.keys.create(_string(body, "name", 64), models, admin, lifetime)
         import time
 
         return _json({"key": key_data(key, time.time()), "secret": secret, **self._link(ctx, key=secret)})
@@ -261,14 +271,19 @@ class WebApp:
 
         from homellm.web.household import key_data
 
-        key = self.gw.keys.revoke(_string(body, "name", 64))
+        name = _string(body, "name", 64)
+        target = self.gw.keys.get(name)
+        _within(ctx.key, list(target.models) if target.models is not None else None)  # no wider key than its own
+        key = self.gw.keys.revoke(name)
         ended = self.store.delete_for_key(key.name)
         self.gw.key_cache.refresh(force=True)
         return _json({"key": key_data(key, time.time()), "sessions_ended": ended})
 
     async def open_code(self, ctx: Ctx, body: dict[str, Any]) -> Reply:
         """``{"models"}`` -> a one-time pairing code (5 minutes) and its link as a QR code."""
-        code = self.gw.pairing.new_code(_models(body))
+        models = _models(body)
+        _within(ctx.key, models)
+        code = self.gw.pairing.new_code(models)
         return _json({"id": code.id, "code": str(code.code), "expires_at": code.expires_at,
                       **self._link(ctx, pair=str(code.code))})  # fmt: skip
 
@@ -286,4 +301,5 @@ class WebApp:
     async def server(self, ctx: Ctx, body: dict[str, Any]) -> Reply:
         from homellm.web.household import server
 
-        return _json(await server(self.gw))
+        assert ctx.key is not None
+        return _json(await server(self.gw, ctx.key))

@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from homellm.errors import GatewayError, HomeLLMError
+from homellm.i18n import _
 from homellm.store.keys import ApiKey
 
 if TYPE_CHECKING:
@@ -76,8 +77,10 @@ def usage(gw: Gateway, days: int) -> dict[str, Any]:
     }
 
 
-async def server(gw: Gateway) -> dict[str, Any]:
-    """The backend and its health, its models (available, loaded now), the GPUs and the doctor's findings."""
+async def server(gw: Gateway, key: ApiKey) -> dict[str, Any]:
+    """The backend and its health, its models (available, loaded now), the GPUs and the doctor's findings.
+    An admin key limited to some models sees those only, and not the backend's address (as in
+    ``/homellm/health``)."""
     from homellm.hardware.nvidia import gpu_usage
     from homellm.host.doctor import audit
     from homellm.serve.network import lan_addresses
@@ -87,8 +90,9 @@ async def server(gw: Gateway) -> dict[str, Any]:
     models: list[dict[str, Any]] = []
     loaded: list[dict[str, Any]] = []
     try:
-        models = [{"name": m.name, "size": m.size, "details": m.details} for m in await backend.models()]
-        loaded = await backend.loaded()
+        models = [{"name": m.name, "size": m.size, "details": m.details} for m in await backend.models()
+                  if key.may_use(m.name)]  # fmt: skip
+        loaded = [m for m in await backend.loaded() if key.may_use(str(m.get("name", "")))]
     except GatewayError as exc:
         health = {"ok": False, "detail": str(exc)}
     gpus = await asyncio.to_thread(gpu_usage)
@@ -98,7 +102,11 @@ async def server(gw: Gateway) -> dict[str, Any]:
     except HomeLLMError as exc:
         doctor = [{"status": "warn", "check": "doctor", "detail": str(exc), "fix": ""}]
     return {
-        "backend": {"kind": backend.kind, "describe": backend.describe(), "health": health},
+        "backend": {
+            "kind": backend.kind,
+            "health": health,
+            "describe": backend.describe() if key.models is None else _(backend.label),
+        },
         "models": models,
         "loaded": [
             {

@@ -45,6 +45,8 @@ def redeem(body: dict[str, Any], peer: str, store: Pairing, keys: KeyStore, star
     if not hmac.compare_digest(found.code.password.encode(), code.password.encode()):
         store.record_failure(found.id, source, device)
         raise GatewayError(401, _("the pairing code is wrong, used or expired; ask for a new one"))
+    if found.worker is not None:  # it would make a device key with the worker's (unlimited) models
+        raise GatewayError(400, _("this code is for `homellm join` on a worker machine"))
     granted = store.redeem(found.id, device, keys, source)
     if granted is None:
         raise GatewayError(401, _("the pairing code was just used, withdrawn or expired; ask for a new one"))

@@ -356,12 +356,23 @@ function bind() {
   });
 }
 
+async function signedIn() {
+  try {
+    await get("/app/api/me");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function main() {
   await loadLanguage();
   bind();
   const fragment = takeFragment();
   if (fragment.pair) return showPairing(fragment.pair, fragment.fp);
-  if (fragment.key) {
+  // a key in the link signs in a browser that has no session, and never replaces one: any page can open
+  // such a link, and would otherwise sign this browser in as the key of whoever made it
+  if (fragment.key && !(await signedIn())) {
     try {
       await post("/app/api/session", { key: fragment.key });
     } catch (err) {
