@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from homellm.catalog import load_catalog
-from homellm.engine.buffers import LoadSettings, measure_buffers
+from homellm.engine.buffers import measure_buffers
 from homellm.plan.fit import resolve_model
 from homellm.plan.memory import ContextParams, compute_stages, kv_cache_layers, output_buffer_bytes
 from homellm.testing.ggufs import SAMPLE_ARCHITECTURES, smollm2_gguf, write_gguf
@@ -57,7 +56,7 @@ def main() -> int:
         for label, path in files.items():
             model = resolve_model(str(path), None, catalog)
             for p in settings:
-                measured = measure_buffers(path, LoadSettings(**asdict(p)))
+                measured = measure_buffers(path, p)
                 kv = kv_cache_layers(model.arch, p, catalog)
                 estimates = {
                     "model": model.weights_bytes,

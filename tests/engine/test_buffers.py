@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from homellm.engine.buffers import MIB, LoadSettings, measure_buffers, parse_buffer_log
+from homellm.engine.buffers import MIB, measure_buffers, parse_buffer_log
 from homellm.errors import EngineError
+from homellm.plan.memory import ContextParams
 
 HERE = Path(__file__).parent
 
@@ -37,4 +38,4 @@ def test_measure_reports_a_clear_error_for_a_file_llama_cpp_rejects(tmp_path: Pa
     bogus = tmp_path / "bogus.gguf"
     bogus.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(EngineError, match=r"bogus\.gguf"):
-        measure_buffers(bogus, LoadSettings(ctx=256))
+        measure_buffers(bogus, ContextParams(ctx=256))

@@ -5,14 +5,13 @@ Target (issue 2): every buffer within 2% or 16 MiB of llama.cpp, whichever is la
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from homellm.catalog import Catalog
 from homellm.catalog.schema import Architecture
-from homellm.engine.buffers import LoadSettings, measure_buffers
+from homellm.engine.buffers import measure_buffers
 from homellm.plan.fit import resolve_model
 from homellm.plan.gguf_file import read_gguf
 from homellm.plan.layout import tensor_layout
@@ -42,7 +41,7 @@ def _within_target(estimate: int, actual: int) -> bool:
 def _compare(path: Path, params: ContextParams, catalog: Catalog) -> dict[str, tuple[int, int]]:
     model = resolve_model(str(path), None, catalog)
     kv = kv_cache_layers(model.arch, params, catalog)
-    measured = measure_buffers(path, LoadSettings(**asdict(params)))
+    measured = measure_buffers(path, params)
     return {
         "model": (model.weights_bytes, measured.model),
         "kv": (sum(layer.total for layer in kv), measured.kv),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from homellm.errors import EngineError
 from homellm.i18n import _
+from homellm.plan.memory import ContextParams  # llama-server's context settings, the ones measured
 
 MIB = 1024 * 1024
 
@@ -32,21 +33,6 @@ _BUFFER_LINE = re.compile(
     r"(?P<mib>[0-9.]+)\s+MiB",
 )
 _KIND = {"model": "model", "KV": "kv", "output": "output", "compute": "compute"}
-
-
-@dataclass(frozen=True)
-class LoadSettings:
-    """The context parameters a measurement is taken with (llama-server's names)."""
-
-    ctx: int = 4096
-    batch: int = 2048
-    ubatch: int = 512
-    flash_attn: bool = True
-    kv_type: str = "f16"
-    parallel: int = 1
-    swa_full: bool = False
-    kv_unified: bool = False
-    yarn_orig_ctx: int = 0  # > 0: YaRN RoPE scaling from this trained context (--rope-scaling yarn)
 
 
 @dataclass
@@ -84,7 +70,7 @@ def parse_buffer_log(text: str) -> MeasuredBuffers:
 _KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 
 
-def _child(model_path: str, settings: LoadSettings) -> None:  # pragma: no cover - runs in the child
+def _child(model_path: str, settings: ContextParams) -> None:  # pragma: no cover - runs in the child
     import ctypes
 
     import llama_cpp
@@ -126,7 +112,7 @@ def _child(model_path: str, settings: LoadSettings) -> None:  # pragma: no cover
     print(json.dumps({"log": "".join(chunks)}))
 
 
-def measure_buffers(model_path: Path, settings: LoadSettings, timeout: float = 300.0) -> MeasuredBuffers:
+def measure_buffers(model_path: Path, settings: ContextParams, timeout: float = 300.0) -> MeasuredBuffers:
     """Load ``model_path`` on the CPU with llama.cpp and return what it allocated."""
     args = json.dumps({"model": str(model_path), "settings": asdict(settings)})
     try:
@@ -157,4 +143,4 @@ def measure_buffers(model_path: Path, settings: LoadSettings, timeout: float = 3
 
 if __name__ == "__main__":  # pragma: no cover - the child entry point
     request = json.loads(sys.argv[1])
-    _child(request["model"], LoadSettings(**request["settings"]))
+    _child(request["model"], ContextParams(**request["settings"]))
