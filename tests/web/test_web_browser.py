@@ -397,6 +397,7 @@ class ScriptedWeb:
     url: str
     admin: str
     fake: Fake
+    home: Path
 
 
 @pytest.fixture
@@ -405,7 +406,7 @@ def scripted_web(tmp_path: Path, ollama_fake: Fake) -> Iterator[ScriptedWeb]:
     tls = ensure_tls(home, None, None)
     admin = KeyStore(open_database(home)).create("admin", None, admin=True)[1]
     with run_gateway(home, OllamaBackend(ollama_fake.url), tls) as (url, _gateway):
-        yield ScriptedWeb(url, admin, ollama_fake)
+        yield ScriptedWeb(url, admin, ollama_fake, home)
 
 
 XSS = [
@@ -539,3 +540,34 @@ def test_the_app_installs_as_a_pwa(browser: Any, scripted_web: ScriptedWeb) -> N
     m = manifest["m"]
     assert m["start_url"] == "/app/" and m["scope"] == "/app/" and m["display"] == "standalone"
     assert {"192x192", "512x512"} <= {i["sizes"] for i in m["icons"]} and manifest["icons"] == [200, 200, 200]
+
+
+def test_a_shared_browser_shows_each_key_its_own_history(browser: Any, scripted_web: ScriptedWeb) -> None:
+    """Two people on one laptop, one after the other: each sees only the conversations of their own key."""
+    other = KeyStore(open_database(scripted_web.home)).create("bob-phone", None)[1]
+    scripted_web.fake.script.tokens = 3
+    with device(browser) as page:
+        page.goto(f"{scripted_web.url}/app/#key={scripted_web.admin}")
+        page.wait_for_selector("#chat:not([hidden])")
+        ask(page, "alice asks about her tax return")
+        history = page.locator("#history-list")
+        history.get_by_text("alice asks about her tax return").wait_for()
+        page.click("#logout")
+        page.wait_for_selector("#signin:not([hidden])")
+
+        page.goto("about:blank")  # a new page load: only the fragment would differ
+        page.goto(f"{scripted_web.url}/app/#key={other}")
+        page.wait_for_selector("#chat:not([hidden])")
+        assert page.locator("article.user").count() == 0
+        assert "alice asks" not in history.inner_text()
+        ask(page, "bob asks about football")
+        history.get_by_text("bob asks about football").wait_for()
+        page.click("#logout")
+        page.wait_for_selector("#signin:not([hidden])")
+
+        page.goto("about:blank")
+        page.goto(f"{scripted_web.url}/app/#key={scripted_web.admin}")
+        page.wait_for_selector("#chat:not([hidden])")
+        history.get_by_text("alice asks about her tax return").wait_for()
+        assert "bob asks" not in history.inner_text()
+        assert page.locator("article.user").first.inner_text() == "alice asks about her tax return"

@@ -104,7 +104,7 @@ async function start() {
   $("household-link").hidden = !me.admin;
   show("chat");
   await loadModels();
-  await openConversation((await listConversations())[0] || null);
+  await openConversation((await listConversations(me.name))[0] || null);
   await drawHistory();
   startPolling();
   $("input").focus();
@@ -137,7 +137,7 @@ async function loadModels() {
 
 async function openConversation(conversation) {
   abortRunning();
-  state.conversation = conversation || newConversation($("model").value);
+  state.conversation = conversation || newConversation($("model").value, state.me?.name);
   if (state.models.includes(state.conversation.model)) $("model").value = state.conversation.model;
   $("system").value = state.conversation.system || "";
   drawMessages();
@@ -146,7 +146,7 @@ async function openConversation(conversation) {
 async function drawHistory() {
   const list = $("history-list");
   const items = [];
-  for (const c of await listConversations()) {
+  for (const c of await listConversations(state.me?.name)) {
     const row = document.createElement("li");
     const open = document.createElement("button");
     open.type = "button";

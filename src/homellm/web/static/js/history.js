@@ -1,4 +1,6 @@
-// Conversations are kept in this browser only (IndexedDB), never on the server.
+// Conversations are kept in this browser only (IndexedDB), never on the server, each under the key that had it:
+// a browser shared by two people shows each of them their own (a convenience, not a lock: IndexedDB is the
+// browser's, readable by whoever uses it).
 const DB = "homellm";
 const STORE = "conversations";
 
@@ -28,13 +30,13 @@ async function run(mode, work) {
   }
 }
 
-export function newConversation(model) {
-  return { id: crypto.randomUUID(), title: "", model, system: "", messages: [], updated: Date.now() };
+export function newConversation(model, owner) {
+  return { id: crypto.randomUUID(), owner, title: "", model, system: "", messages: [], updated: Date.now() };
 }
 
-export async function listConversations() {
+export async function listConversations(owner) {
   const all = (await run("readonly", (s) => s.getAll())) || [];
-  return all.sort((a, b) => b.updated - a.updated);
+  return all.filter((c) => c.owner === owner).sort((a, b) => b.updated - a.updated);
 }
 
 export function saveConversation(conversation) {
