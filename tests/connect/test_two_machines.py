@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 from homellm.protocol.pairing import parse_code
 from homellm.store.pairing import MAX_FAILURES_PER_CODE_AND_SOURCE
 from homellm.testing.fake_backend import free_port
+from homellm.testing.netns import netns_unavailable
 
 pytestmark = pytest.mark.engine
 EXE = str(Path(sys.executable).with_name("homellm"))
@@ -50,23 +50,10 @@ class Host:
         return subprocess.Popen(self.cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _netns_possible() -> str | None:
-    if sys.platform != "linux" or shutil.which("ip") is None:
-        return "needs Linux with iproute2"
-    if os.geteuid() != 0:
-        return "creating network namespaces needs root"
-    probe = f"hlmprobe{secrets.token_hex(3)}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"ip netns add failed: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
 @pytest.fixture(scope="module")
 def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Host]]:
     root = tmp_path_factory.mktemp("two-machines")
-    reason = _netns_possible()
+    reason = netns_unavailable()
     if reason and os.environ.get("CI"):
         pytest.fail(f"network namespaces are required in CI, to test discovery between two hosts: {reason}")
     if reason:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import pytest
 from homellm.store import open_database
 from homellm.store.keys import KeyStore
 from homellm.testing.fake_backend import free_port
+from homellm.testing.netns import netns_unavailable
 
 pytestmark = pytest.mark.engine
 EXE = str(Path(sys.executable).with_name("homellm"))
@@ -85,18 +85,10 @@ class Host:
         return subprocess.Popen(self.cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _netns_possible() -> str | None:
-    if sys.platform != "linux" or shutil.which("ip") is None:
-        return "needs Linux with iproute2"
-    if os.geteuid() != 0:
-        return "creating network namespaces needs root"
-    return None
-
-
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Host]]:
     root = tmp_path_factory.mktemp("join")
-    reason = _netns_possible()
+    reason = netns_unavailable()
     if reason and os.environ.get("CI"):
         pytest.fail(f"network namespaces are required in CI, to test a worker that is not open to the LAN: {reason}")
     if reason:
